@@ -1,0 +1,66 @@
+# SPDX-License-Identifier: GPL-2.0
+# Common settings for the project scripts. Source it; do not run it.
+#
+# Everything large (kernel source, build trees, toolchains, venvs) lives in
+# $FPC_CACHE, outside the repository.  Override any of these in the
+# environment.
+
+FPC_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+: "${FPC_CACHE:=${XDG_CACHE_HOME:-$HOME/.cache}/fanotify-prefault}"
+: "${FPC_LLVM:=-22}"
+# The tested base.  fetch-base.sh falls back (with a warning) to the newest
+# linux-source-7.3 the archive offers when this exact version is gone.
+: "${FPC_BASE_PKG:=linux-source-7.3}"
+: "${FPC_BASE_VERSION:=7.3.4-1~bpo13+1}"
+: "${FPC_BACKPORTS_SUITE:=trixie-backports}"
+: "${FPC_BINDGEN_VERSION:=0.73.2}"
+: "${FPC_VNG_VERSION:=1.42}"
+
+FPC_SRC="$FPC_CACHE/linux"            # the persistent kernel git tree
+FPC_BUILD="$FPC_CACHE/build/patched"  # O= for the patched kernel
+FPC_BUILD_BASE="$FPC_CACHE/build/base"
+FPC_BASE_WT="$FPC_CACHE/linux-base"   # worktree at the base tag
+FPC_TOOLS="$FPC_CACHE/tools"
+FPC_APT="$FPC_CACHE/apt"
+FPC_BASE_TAG=fpc-base
+
+export PATH="$FPC_TOOLS/venv/bin:$FPC_TOOLS/cargo/bin:$PATH"
+export LIBCLANG_PATH="${LIBCLANG_PATH:-/usr/lib/llvm${FPC_LLVM}/lib}"
+if [ -f "$FPC_TOOLS/rust-src.path" ]; then
+	RUST_LIB_SRC=$(cat "$FPC_TOOLS/rust-src.path")
+	export RUST_LIB_SRC
+fi
+
+die() { echo "error: $*" >&2; exit 1; }
+warn() { echo "warning: $*" >&2; }
+info() { echo ">>> $*" >&2; }
+
+# apt-get restricted to a private source list for the newer suite, used only
+# for "download", so the host never installs from it.
+fpc_apt_private() {
+	apt-get -o Dir::Etc::SourceList="$FPC_APT/sources.list" \
+		-o Dir::Etc::SourceParts="$FPC_APT/sources.list.d" \
+		-o Dir::State::Lists="$FPC_APT/lists" \
+		-o Dir::Cache="$FPC_APT/cache" \
+		-o Dir::Etc::Preferences="$FPC_APT/preferences" \
+		-o Dir::Etc::PreferencesParts="$FPC_APT/preferences.d" \
+		-o Debug::NoLocking=1 -o APT::Sandbox::User=root "$@"
+}
+
+# The Debian archive URI this machine already uses (from its own apt sources).
+fpc_archive_uri() {
+	local uri
+	uri=$(grep -hs -A3 '^Types:.*deb' /etc/apt/sources.list.d/*.sources |
+	      awk '/^URIs:/ {u=$2} /^Suites:/ && / bookworm( |$)|: *bookworm( |$)/ && u {print u; exit}')
+	if [ -z "$uri" ]; then
+		uri=$(awk '$1=="deb" && $0 ~ / (bookworm|trixie|sid|stable) / {for (i=2;i<=NF;i++) if ($i ~ /^[a-z]+:\/\//) {print $i; exit}}' \
+		      /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | head -n1)
+	fi
+	[ -n "$uri" ] || die "cannot find a Debian archive URI in the machine's apt sources"
+	echo "$uri"
+}
+
+fpc_make() {
+	# shellcheck disable=SC2086
+	make -C "$FPC_SRC" LLVM="$FPC_LLVM" -j"$(nproc)" "$@"
+}

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+# Boot a built kernel with virtme-ng and run one command in it as root.
+# The guest sees the host's filesystem read-only (writable /tmp), so host-built
+# binaries run unchanged.  Exits with the guest command's exit status.
+#
+# Usage: scripts/vm-run.sh [--memory SIZE] [--append ARGS] <kernel-build-dir> -- <command> [args...]
+# KVM is used only if it has been seen to boot this kind of kernel on this
+# machine (probed once, remembered in $FPC_CACHE/kvm.state); otherwise TCG.
+# FPC_KVM=0|1 forces the choice.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+mem=4G append=()
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--memory) mem=$2; shift 2 ;;
+	--append) append+=(--append "$2"); shift 2 ;;
+	--) shift; break ;;
+	-*) die "unknown option $1" ;;
+	*) kdir=$1; shift ;;
+	esac
+done
+[ -n "${kdir:-}" ] && [ $# -gt 0 ] || die "usage: $0 [--memory SIZE] [--append ARGS] <kernel-build-dir> -- <command...>"
+kdir=$(cd "$kdir" 2>/dev/null && pwd) || die "no such build directory: $kdir"
+[ -f "$kdir/arch/x86/boot/bzImage" ] || die "no kernel image in $kdir (run scripts/build.sh)"
+command -v vng >/dev/null || die "virtme-ng missing; run scripts/setup.sh"
+command -v udevadm >/dev/null || die "udev missing on the host (vng loses guest output without it); run scripts/setup.sh"
+
+vng_base=(vng --run "$kdir" --cpus 2 --memory "$mem" "${append[@]}")
+
+kvm_usable() {
+	case "${FPC_KVM:-}" in 1) return 0 ;; 0) return 1 ;; esac
+	[ -w /dev/kvm ] || return 1
+	local state="$FPC_CACHE/kvm.state"
+	if [ ! -f "$state" ]; then
+		info "probing whether KVM can boot this kernel (once per machine)"
+		if timeout 60 "${vng_base[@]}" --exec 'echo FPC-KVM-OK' </dev/null 2>&1 | cat | grep -q FPC-KVM-OK; then
+			echo ok >"$state"
+		else
+			echo broken >"$state"
+			warn "KVM cannot boot the kernel here; using TCG from now on"
+		fi
+	fi
+	[ "$(cat "$state")" = ok ]
+}
+accel=()
+kvm_usable || accel=(--disable-kvm)
+
+cmd=$(printf '%q ' "$@")
+marker="FPC-GUEST-EXIT"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+# Pipe through cat: vng garbles output written straight to a file.
+"${vng_base[@]}" "${accel[@]}" --exec "cd / && $cmd; echo $marker=\$?" </dev/null 2>&1 | cat | tee "$log" | grep -v "^$marker=" || true
+rc=$(sed -n "s/^$marker=\([0-9]*\).*/\1/p" "$log" | tail -n1)
+[ -n "$rc" ] || die "the guest did not report an exit status (boot failure or crash; see output above)"
+exit "$rc"

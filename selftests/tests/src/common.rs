@@ -1,0 +1,196 @@
+//! Helpers shared by the tests: pattern files, a pre-content listener thread,
+//! feature probes.
+
+use fanotify::consts::*;
+use fanotify::{Event, Fanotify, Range, Response};
+use ltp::res::OrBrok;
+use ltp::{tconf, tinfo};
+use nix::errno::Errno;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+pub const PAGE: u64 = 4096;
+
+/// The byte at file offset `off` of a pattern file: differs between pages and
+/// within a page, so a misplaced page or a zero page is always noticed.
+pub fn pattern_byte(off: u64) -> u8 {
+    let page = off / PAGE;
+    (page.wrapping_mul(131) as u8) ^ (off as u8).wrapping_mul(7) ^ 0x5a
+}
+
+pub fn pattern(off: u64, len: usize) -> Vec<u8> {
+    (0..len as u64).map(|i| pattern_byte(off + i)).collect()
+}
+
+/// First offset (relative to `off`) where `buf` differs from the pattern.
+pub fn pattern_mismatch(off: u64, buf: &[u8]) -> Option<usize> {
+    buf.iter().enumerate().position(|(i, &b)| b != pattern_byte(off + i as u64))
+}
+
+/// A file of `size` bytes holding the pattern.
+pub fn create_pattern_file(path: &Path, size: u64) {
+    let f = std::fs::File::create(path).or_brok(&format!("create {}", path.display()));
+    let chunk = 1 << 20;
+    let mut off = 0;
+    while off < size {
+        let n = chunk.min(size - off);
+        f.write_all_at(&pattern(off, n as usize), off).or_brok("write pattern");
+        off += n;
+    }
+    f.sync_all().or_brok("fsync");
+}
+
+/// A sparse file of `size` bytes: what an HSM stub looks like before it is
+/// filled.
+pub fn create_sparse_file(path: &Path, size: u64) {
+    let f = std::fs::File::create(path).or_brok(&format!("create {}", path.display()));
+    f.set_len(size).or_brok("ftruncate");
+}
+
+/// Drop the page cache of `path` (clean pages only) so the next access
+/// must read.
+pub fn drop_cache(path: &Path) {
+    let f = std::fs::File::open(path).or_brok("open for fadvise");
+    nix::unistd::fsync(f.as_raw_fd()).or_brok("fsync");
+    nix::fcntl::posix_fadvise(f.as_raw_fd(), 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED)
+        .or_brok("fadvise DONTNEED");
+}
+
+/// A pre-content group with `mask` marked on `path` (inode mark unless
+/// `flags` says otherwise).  TCONF when the kernel or filesystem lacks
+/// pre-content events.
+pub fn pre_content_group(path: &Path, flags: u32, mask: u64) -> Fanotify {
+    let g = match Fanotify::init(FAN_CLASS_PRE_CONTENT | FAN_CLOEXEC, (libc::O_RDWR | libc::O_LARGEFILE) as u32) {
+        Ok(g) => g,
+        Err(e) if e.errno() == Some(Errno::EINVAL) => tconf!("FAN_CLASS_PRE_CONTENT not supported: {e}"),
+        Err(e) => ltp::tbrok!("fanotify_init: {e}"),
+    };
+    match g.mark(FAN_MARK_ADD | flags, mask, path) {
+        Ok(()) => g,
+        Err(e) if e.errno() == Some(Errno::EOPNOTSUPP) => tconf!("filesystem has no pre-content support: {e}"),
+        Err(e) if e.errno() == Some(Errno::EINVAL) && mask & !(FAN_PRE_ACCESS | FAN_OPEN_PERM) != 0 => {
+            tconf!("kernel does not know this pre-content mask {mask:#x}: {e}")
+        }
+        Err(e) => ltp::tbrok!("fanotify_mark: {e}"),
+    }
+}
+
+/// What the listener saw of one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    pub mask: u64,
+    pub range: Option<Range>,
+    pub pid: i32,
+}
+
+/// What the handler is told about an event, and may use to fill the file.
+pub struct EventCtx<'a> {
+    pub event: &'a Event,
+}
+
+impl EventCtx<'_> {
+    /// Fill the event's range with the pattern through the event fd (which
+    /// never generates events itself).
+    pub fn fill_range(&self) -> std::io::Result<()> {
+        let (Some(fd), Some(r)) = (&self.event.fd, self.event.range()) else {
+            return Ok(());
+        };
+        let size = nix::sys::stat::fstat(fd.as_raw_fd())?.st_size as u64;
+        let end = (r.offset + r.count).min(size);
+        if end > r.offset {
+            let buf = pattern(r.offset, (end - r.offset) as usize);
+            nix::sys::uio::pwrite(fd.as_fd(), &buf, r.offset as i64)?;
+        }
+        Ok(())
+    }
+}
+
+type Handler = Box<dyn FnMut(&EventCtx<'_>) -> Response + Send>;
+
+/// A thread answering the events of a group.
+pub struct Listener {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Listener {
+    pub fn start(group: Fanotify, mut handler: Handler) -> Self {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s2, st2) = (seen.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !st2.load(Ordering::SeqCst) {
+                let events = match group.wait_events(Duration::from_millis(50)) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        ltp::tfail!("listener: reading events: {e}");
+                        return;
+                    }
+                };
+                for ev in events {
+                    s2.lock().unwrap().push(Seen { mask: ev.mask, range: ev.range(), pid: ev.pid });
+                    let resp = handler(&EventCtx { event: &ev });
+                    if let (true, Some(fd)) = (ev.needs_response(), &ev.fd) {
+                        if let Err(e) = group.respond(fd.as_fd(), resp) {
+                            ltp::tfail!("listener: respond {resp:?}: {e}");
+                        }
+                    }
+                }
+            }
+        });
+        Listener { seen, stop, thread: Some(thread) }
+    }
+
+    /// A listener that fills every requested range with the pattern and allows.
+    pub fn filling(group: Fanotify) -> Self {
+        Self::start(
+            group,
+            Box::new(|ctx| match ctx.fill_range() {
+                Ok(()) => Response::Allow,
+                Err(e) => {
+                    ltp::tfail!("listener: fill: {e}");
+                    Response::DenyErrno(libc::EIO)
+                }
+            }),
+        )
+    }
+
+    /// A listener that answers every event with `resp`.
+    pub fn answering(group: Fanotify, resp: Response) -> Self {
+        Self::start(group, Box::new(move |_| resp))
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn stop(mut self) -> Vec<Seen> {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.seen()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Log the events seen, for the record.
+pub fn log_seen(what: &str, seen: &[Seen]) {
+    for s in seen {
+        tinfo!("{what}: mask={:#x} range={:?} pid={}", s.mask, s.range, s.pid);
+    }
+}
