@@ -65,13 +65,13 @@ tar -xJf "$tarball" -C "$FPC_SRC.new" --strip-components=1
 
 info "creating git tree"
 git -C "$FPC_SRC.new" init -q -b fpc-base-branch
-git -C "$FPC_SRC.new" config user.name "fanotify-prefault base"
-git -C "$FPC_SRC.new" config user.email "base@localhost"
 git -C "$FPC_SRC.new" config gc.auto 0
 git -C "$FPC_SRC.new" add -A -f .
 kv=$(make -s -C "$FPC_SRC.new" kernelversion 2>/dev/null || echo unknown)
-git -C "$FPC_SRC.new" commit -q -m "Linux $kv ($FPC_BASE_PKG $ver)" \
-	-m "Unpacked from Debian's $FPC_BASE_PKG $ver source tarball."
+# Fixed identity and dates: the same source gives the same base commit id on
+# every machine, so "base-commit:" in the exported patches is reproducible.
+fpc_base_commit "$FPC_SRC.new" "Linux $kv ($FPC_BASE_PKG $ver)" \
+	"Unpacked from Debian's $FPC_BASE_PKG $ver source tarball."
 git -C "$FPC_SRC.new" tag -a -m "$FPC_BASE_PKG $ver (Linux $kv)" "$FPC_BASE_TAG"
 git -C "$FPC_SRC.new" checkout -q -b work
 rm -rf "$FPC_SRC" && mv "$FPC_SRC.new" "$FPC_SRC"

@@ -64,3 +64,26 @@ fpc_make() {
 	# shellcheck disable=SC2086
 	make -C "$FPC_SRC" LLVM="$FPC_LLVM" -j"$(nproc)" "$@"
 }
+
+# Commit the whole tree in $1 with a reproducible identity and date.
+fpc_base_commit() {
+	GIT_AUTHOR_NAME="fanotify-prefault base" GIT_AUTHOR_EMAIL="base@localhost" \
+	GIT_COMMITTER_NAME="fanotify-prefault base" GIT_COMMITTER_EMAIL="base@localhost" \
+	GIT_AUTHOR_DATE="2026-01-01T00:00:00Z" GIT_COMMITTER_DATE="2026-01-01T00:00:00Z" \
+		git -C "$1" commit -q -m "$2" -m "$3"
+}
+
+# A worktree at the base with exactly the committed series applied (git am);
+# prints its path.  Reused between runs.
+fpc_series_worktree() {
+	local wt="$FPC_CACHE/linux-series"
+	if [ ! -e "$wt/.git" ]; then
+		git -C "$FPC_SRC" worktree prune
+		git -C "$FPC_SRC" worktree add -q --detach "$wt" "$FPC_BASE_TAG" >&2
+	fi
+	git -C "$wt" am --abort >/dev/null 2>&1 || true
+	git -C "$wt" checkout -q -f --detach "$FPC_BASE_TAG" >&2
+	git -C "$wt" clean -q -fdx >&2
+	"$FPC_TOP/scripts/apply.sh" "$wt" >&2
+	echo "$wt"
+}

@@ -55,7 +55,9 @@ impl Fs {
         std::fs::create_dir_all(mnt).with_context(|| format!("mkdir {}", mnt.display()))?;
         let image = match self.mkfs() {
             None => {
-                run(Command::new("mount").args(["-t", "tmpfs", "-o", "size=256m", "fpc-tmpfs"]).arg(mnt))?;
+                run(Command::new("mount")
+                    .args(["-t", "tmpfs", "-o", "size=256m", "fpc-tmpfs"])
+                    .arg(mnt))?;
                 None
             }
             Some((mkfs, args)) => {
@@ -72,7 +74,10 @@ impl Fs {
                 Some(img)
             }
         };
-        Ok(Mounted { mnt: mnt.to_path_buf(), image })
+        Ok(Mounted {
+            mnt: mnt.to_path_buf(),
+            image,
+        })
     }
 }
 

@@ -49,7 +49,10 @@ impl KConfig {
 
     /// The requirements that are not met.
     pub fn missing<'a>(&self, reqs: &[&'a str]) -> Vec<&'a str> {
-        reqs.iter().copied().filter(|r| !self.satisfies(r)).collect()
+        reqs.iter()
+            .copied()
+            .filter(|r| !self.satisfies(r))
+            .collect()
     }
 }
 

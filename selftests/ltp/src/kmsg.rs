@@ -89,12 +89,24 @@ mod tests {
     #[test]
     fn classify() {
         let cases = [
-            ("WARNING: CPU: 1 PID: 77 at fs/notify/fsnotify.c:123 foo+0x1/0x2", true),
-            ("WARNING: possible circular locking dependency detected", true),
+            (
+                "WARNING: CPU: 1 PID: 77 at fs/notify/fsnotify.c:123 foo+0x1/0x2",
+                true,
+            ),
+            (
+                "WARNING: possible circular locking dependency detected",
+                true,
+            ),
             ("BUG: sleeping function called from invalid context", true),
             ("BUG: KASAN: slab-use-after-free in bar", true),
-            ("INFO: task a.out:99 blocked for more than 120 seconds.", true),
-            ("EXT4-fs (loop0): mounted filesystem with ordered data mode", false),
+            (
+                "INFO: task a.out:99 blocked for more than 120 seconds.",
+                true,
+            ),
+            (
+                "EXT4-fs (loop0): mounted filesystem with ordered data mode",
+                false,
+            ),
             ("XFS (loop0): Mounting V5 Filesystem", false),
             ("loop0: detected capacity change from 0 to 614400", false),
         ];

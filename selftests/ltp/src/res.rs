@@ -192,7 +192,13 @@ mod tests {
 
     #[test]
     fn outcome_rules() {
-        let t = |p, f, b, c, w| Tally { pass: p, fail: f, broken: b, conf: c, warn: w };
+        let t = |p, f, b, c, w| Tally {
+            pass: p,
+            fail: f,
+            broken: b,
+            conf: c,
+            warn: w,
+        };
         let cases = [
             (t(1, 0, 0, 0, 0), Outcome::Passed),
             (t(3, 1, 0, 0, 0), Outcome::Failed),

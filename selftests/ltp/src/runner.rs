@@ -90,7 +90,13 @@ fn usage() -> ! {
 }
 
 fn parse_args() -> Opts {
-    let mut o = Opts { ktap: false, list: false, only: vec![], fs: None, timeout_mul: 1.0 };
+    let mut o = Opts {
+        ktap: false,
+        list: false,
+        only: vec![],
+        fs: None,
+        timeout_mul: 1.0,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -172,13 +178,22 @@ pub fn main(tests: &[Test]) -> ExitCode {
         }
     }
     let mut variants = Vec::new();
-    for t in tests.iter().filter(|t| o.only.is_empty() || o.only.iter().any(|n| n == t.name)) {
+    for t in tests
+        .iter()
+        .filter(|t| o.only.is_empty() || o.only.iter().any(|n| n == t.name))
+    {
         if t.filesystems.is_empty() {
             variants.push(Variant { test: t, fs: None });
         }
         for &f in t.filesystems {
-            if o.fs.as_ref().is_none_or(|l| l.iter().any(|n| n == f.name())) {
-                variants.push(Variant { test: t, fs: Some(f) });
+            if o.fs
+                .as_ref()
+                .is_none_or(|l| l.iter().any(|n| n == f.name()))
+            {
+                variants.push(Variant {
+                    test: t,
+                    fs: Some(f),
+                });
             }
         }
     }
@@ -204,7 +219,10 @@ pub fn main(tests: &[Test]) -> ExitCode {
     for (i, v) in variants.iter().enumerate() {
         let name = v.name();
         let (outcome, reason) = if stuck {
-            (Outcome::Broken, "not run: an earlier test left a task stuck in the kernel".to_string())
+            (
+                Outcome::Broken,
+                "not run: an earlier test left a task stuck in the kernel".to_string(),
+            )
         } else {
             let (oc, r, s) = run_variant(v, &o, root, kconfig.as_ref().ok(), kver, &scratch);
             stuck = s;
@@ -265,7 +283,11 @@ fn run_variant(
 ) -> (Outcome, String, bool) {
     let t = v.test;
     let name = v.name();
-    let prefix = if o.ktap { format!("# {name}") } else { name.clone() };
+    let prefix = if o.ktap {
+        format!("# {name}")
+    } else {
+        name.clone()
+    };
     let mut tally = Tally::default();
     let skip = |why: String| {
         println!("{prefix}: TCONF: {why}");
@@ -296,21 +318,35 @@ fn run_variant(
         Some(f) => match f.mount(&scratch.dir, &mnt) {
             Ok(m) => Some(m),
             Err(e) => {
-                parent_res(&prefix, ResKind::Broken, &format!("{} setup: {e:#}", f.name()), &mut tally);
+                parent_res(
+                    &prefix,
+                    ResKind::Broken,
+                    &format!("{} setup: {e:#}", f.name()),
+                    &mut tally,
+                );
                 return (Outcome::Broken, "filesystem setup failed".into(), false);
             }
         },
         None => {
             let _ = std::fs::remove_dir_all(&mnt);
             if let Err(e) = std::fs::create_dir_all(&mnt) {
-                parent_res(&prefix, ResKind::Broken, &format!("mkdir {}: {e}", mnt.display()), &mut tally);
+                parent_res(
+                    &prefix,
+                    ResKind::Broken,
+                    &format!("mkdir {}: {e}", mnt.display()),
+                    &mut tally,
+                );
                 return (Outcome::Broken, "scratch setup failed".into(), false);
             }
             None
         }
     };
     let timeout = Duration::from_secs_f64(t.timeout.as_secs_f64() * o.timeout_mul);
-    let ctx = Ctx { fs: v.fs, mnt: mnt.clone(), timeout };
+    let ctx = Ctx {
+        fs: v.fs,
+        mnt: mnt.clone(),
+        timeout,
+    };
     let stuck = run_child(t, &ctx, &prefix, timeout, &mut tally);
     if !stuck {
         drop(mounted);
@@ -322,13 +358,23 @@ fn run_variant(
     std::thread::sleep(Duration::from_millis(50));
     if let Some(k) = kmsg {
         for l in k.bad_lines() {
-            parent_res(&prefix, ResKind::Fail, &format!("kernel log: {l}"), &mut tally);
+            parent_res(
+                &prefix,
+                ResKind::Fail,
+                &format!("kernel log: {l}"),
+                &mut tally,
+            );
         }
     }
     let outcome = tally.outcome();
     let reason = match outcome {
         Outcome::Broken if tally.broken + tally.warn == 0 => {
-            parent_res(&prefix, ResKind::Broken, "test reported no result", &mut tally);
+            parent_res(
+                &prefix,
+                ResKind::Broken,
+                "test reported no result",
+                &mut tally,
+            );
             "no result".into()
         }
         Outcome::Skipped => "TCONF".into(),
@@ -386,7 +432,10 @@ fn run_child(t: &Test, ctx: &Ctx, prefix: &str, timeout: Duration, tally: &mut T
             let _ = poll(&mut fds, PollTimeout::from(100u16));
             match read(rfd.as_raw_fd(), &mut buf) {
                 Ok(0) => pipe_open = false,
-                Ok(n) => buf[..n].iter().filter_map(|&c| ResKind::from_code(c)).for_each(|k| tally.add(k)),
+                Ok(n) => buf[..n]
+                    .iter()
+                    .filter_map(|&c| ResKind::from_code(c))
+                    .for_each(|k| tally.add(k)),
                 Err(Errno::EINTR) | Err(Errno::EAGAIN) => {}
                 Err(_) => pipe_open = false,
             }
@@ -407,18 +456,29 @@ fn run_child(t: &Test, ctx: &Ctx, prefix: &str, timeout: Duration, tally: &mut T
             let _ = killpg(child, Signal::SIGKILL);
             match s {
                 WaitStatus::Exited(_, 0) => {}
-                WaitStatus::Exited(_, c) => {
-                    parent_res(prefix, ResKind::Broken, &format!("test process exited with {c}"), tally)
-                }
-                WaitStatus::Signaled(_, sig, _) => {
-                    parent_res(prefix, ResKind::Broken, &format!("test process killed by {sig:?}"), tally)
-                }
+                WaitStatus::Exited(_, c) => parent_res(
+                    prefix,
+                    ResKind::Broken,
+                    &format!("test process exited with {c}"),
+                    tally,
+                ),
+                WaitStatus::Signaled(_, sig, _) => parent_res(
+                    prefix,
+                    ResKind::Broken,
+                    &format!("test process killed by {sig:?}"),
+                    tally,
+                ),
                 _ => {}
             }
             return false;
         }
         if Instant::now() >= deadline {
-            parent_res(prefix, ResKind::Broken, &format!("timeout after {:.0} s", timeout.as_secs_f64()), tally);
+            parent_res(
+                prefix,
+                ResKind::Broken,
+                &format!("timeout after {:.0} s", timeout.as_secs_f64()),
+                tally,
+            );
             let _ = killpg(child, Signal::SIGKILL);
             let reap_deadline = Instant::now() + Duration::from_secs(15);
             while Instant::now() < reap_deadline {
@@ -434,13 +494,19 @@ fn run_child(t: &Test, ctx: &Ctx, prefix: &str, timeout: Duration, tally: &mut T
 }
 
 fn drain(rfd: &std::os::fd::OwnedFd, tally: &mut Tally) {
-    let _ = nix::fcntl::fcntl(rfd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
+    let _ = nix::fcntl::fcntl(
+        rfd.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    );
     let mut buf = [0u8; 256];
     while let Ok(n) = read(rfd.as_raw_fd(), &mut buf) {
         if n == 0 {
             break;
         }
-        buf[..n].iter().filter_map(|&c| ResKind::from_code(c)).for_each(|k| tally.add(k));
+        buf[..n]
+            .iter()
+            .filter_map(|&c| ResKind::from_code(c))
+            .for_each(|k| tally.add(k));
     }
 }
 
@@ -464,7 +530,10 @@ impl Scratch {
     fn new(root: bool) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("fpc-tests.{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        let mut s = Scratch { dir, mounted: false };
+        let mut s = Scratch {
+            dir,
+            mounted: false,
+        };
         if root {
             crate::fs::run(
                 std::process::Command::new("mount")
@@ -480,7 +549,10 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         if self.mounted {
-            let _ = std::process::Command::new("umount").arg("-l").arg(&self.dir).status();
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.dir)
+                .status();
         }
         let _ = std::fs::remove_dir_all(Path::new(&self.dir));
     }

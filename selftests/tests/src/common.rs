@@ -6,6 +6,7 @@ use fanotify::{Event, Fanotify, Range, Response};
 use ltp::res::OrBrok;
 use ltp::{tconf, tinfo};
 use nix::errno::Errno;
+use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -29,7 +30,9 @@ pub fn pattern(off: u64, len: usize) -> Vec<u8> {
 
 /// First offset (relative to `off`) where `buf` differs from the pattern.
 pub fn pattern_mismatch(off: u64, buf: &[u8]) -> Option<usize> {
-    buf.iter().enumerate().position(|(i, &b)| b != pattern_byte(off + i as u64))
+    buf.iter()
+        .enumerate()
+        .position(|(i, &b)| b != pattern_byte(off + i as u64))
 }
 
 /// A file of `size` bytes holding the pattern.
@@ -39,7 +42,8 @@ pub fn create_pattern_file(path: &Path, size: u64) {
     let mut off = 0;
     while off < size {
         let n = chunk.min(size - off);
-        f.write_all_at(&pattern(off, n as usize), off).or_brok("write pattern");
+        f.write_all_at(&pattern(off, n as usize), off)
+            .or_brok("write pattern");
         off += n;
     }
     f.sync_all().or_brok("fsync");
@@ -57,23 +61,35 @@ pub fn create_sparse_file(path: &Path, size: u64) {
 pub fn drop_cache(path: &Path) {
     let f = std::fs::File::open(path).or_brok("open for fadvise");
     nix::unistd::fsync(f.as_raw_fd()).or_brok("fsync");
-    nix::fcntl::posix_fadvise(f.as_raw_fd(), 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED)
-        .or_brok("fadvise DONTNEED");
+    nix::fcntl::posix_fadvise(
+        f.as_raw_fd(),
+        0,
+        0,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    )
+    .or_brok("fadvise DONTNEED");
 }
 
 /// A pre-content group with `mask` marked on `path` (inode mark unless
 /// `flags` says otherwise).  TCONF when the kernel or filesystem lacks
 /// pre-content events.
 pub fn pre_content_group(path: &Path, flags: u32, mask: u64) -> Fanotify {
-    let g = match Fanotify::init(FAN_CLASS_PRE_CONTENT | FAN_CLOEXEC, (libc::O_RDWR | libc::O_LARGEFILE) as u32) {
+    let g = match Fanotify::init(
+        FAN_CLASS_PRE_CONTENT | FAN_CLOEXEC,
+        (libc::O_RDWR | libc::O_LARGEFILE) as u32,
+    ) {
         Ok(g) => g,
-        Err(e) if e.errno() == Some(Errno::EINVAL) => tconf!("FAN_CLASS_PRE_CONTENT not supported: {e}"),
+        Err(e) if e.errno() == Some(Errno::EINVAL) => {
+            tconf!("FAN_CLASS_PRE_CONTENT not supported: {e}")
+        }
         Err(e) => ltp::tbrok!("fanotify_init: {e}"),
     };
     match g.mark(FAN_MARK_ADD | flags, mask, path) {
         Ok(()) => g,
-        Err(e) if e.errno() == Some(Errno::EOPNOTSUPP) => tconf!("filesystem has no pre-content support: {e}"),
-        Err(e) if e.errno() == Some(Errno::EINVAL) && mask & !(FAN_PRE_ACCESS | FAN_OPEN_PERM) != 0 => {
+        Err(e) if e.errno() == Some(Errno::EOPNOTSUPP) => {
+            tconf!("filesystem has no pre-content support: {e}")
+        }
+        Err(e) if e.errno() == Some(Errno::EINVAL) && mask & FAN_PRE_FAULT != 0 => {
             tconf!("kernel does not know this pre-content mask {mask:#x}: {e}")
         }
         Err(e) => ltp::tbrok!("fanotify_mark: {e}"),
@@ -134,7 +150,11 @@ impl Listener {
                     }
                 };
                 for ev in events {
-                    s2.lock().unwrap().push(Seen { mask: ev.mask, range: ev.range(), pid: ev.pid });
+                    s2.lock().unwrap().push(Seen {
+                        mask: ev.mask,
+                        range: ev.range(),
+                        pid: ev.pid,
+                    });
                     let resp = handler(&EventCtx { event: &ev });
                     if let (true, Some(fd)) = (ev.needs_response(), &ev.fd) {
                         if let Err(e) = group.respond(fd.as_fd(), resp) {
@@ -144,7 +164,11 @@ impl Listener {
                 }
             }
         });
-        Listener { seen, stop, thread: Some(thread) }
+        Listener {
+            seen,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     /// A listener that fills every requested range with the pattern and allows.
@@ -191,6 +215,103 @@ impl Drop for Listener {
 /// Log the events seen, for the record.
 pub fn log_seen(what: &str, seen: &[Seen]) {
     for s in seen {
-        tinfo!("{what}: mask={:#x} range={:?} pid={}", s.mask, s.range, s.pid);
+        tinfo!(
+            "{what}: mask={:#x} range={:?} pid={}",
+            s.mask,
+            s.range,
+            s.pid
+        );
+    }
+}
+
+/// Marks for fault-time (lazy) pre-content events: FAN_PRE_ACCESS for
+/// read()/write() plus FAN_PRE_FAULT.  TCONF on kernels without the series.
+pub fn lazy_group(path: &Path, flags: u32) -> Fanotify {
+    pre_content_group(path, flags, FAN_PRE_ACCESS | FAN_PRE_FAULT)
+}
+
+/// A file mapping, unmapped on drop.
+pub struct Map {
+    ptr: std::ptr::NonNull<libc::c_void>,
+    pub len: usize,
+}
+
+impl Map {
+    pub fn new(
+        f: &std::fs::File,
+        page_off: u64,
+        pages: u64,
+        prot: ProtFlags,
+        flags: MapFlags,
+    ) -> nix::Result<Self> {
+        let len = (pages * PAGE) as usize;
+        // SAFETY: a new mapping of a file we own, at an address the kernel
+        // picks; it is unmapped only in Drop.
+        let ptr = unsafe {
+            mmap(
+                None,
+                std::num::NonZeroUsize::new(len).expect("empty map"),
+                prot,
+                flags,
+                f,
+                (page_off * PAGE) as i64,
+            )
+        }?;
+        Ok(Map { ptr, len })
+    }
+
+    pub fn addr(&self, page: u64) -> *mut u8 {
+        assert!(page * PAGE < self.len as u64);
+        // SAFETY: in bounds, checked above.
+        unsafe { (self.ptr.as_ptr() as *mut u8).add((page * PAGE) as usize) }
+    }
+
+    /// Read one page through the mapping (faults it in).
+    pub fn read_page(&self, page: u64) -> Vec<u8> {
+        let p = self.addr(page);
+        let mut v = vec![0u8; PAGE as usize];
+        for (i, b) in v.iter_mut().enumerate() {
+            // SAFETY: p..p+PAGE lies inside the mapping; volatile so every
+            // read really touches the mapping.
+            *b = unsafe { std::ptr::read_volatile(p.add(i)) };
+        }
+        v
+    }
+
+    /// Touch the first byte of a page (faults it in).
+    pub fn touch(&self, page: u64) -> u8 {
+        // SAFETY: inside the mapping.
+        unsafe { std::ptr::read_volatile(self.addr(page)) }
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: the mapping is len readable bytes for the life of self.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr() as *const u8, self.len) }
+    }
+}
+
+impl Drop for Map {
+    fn drop(&mut self) {
+        // SAFETY: ptr/len came from mmap and nothing borrows them past self.
+        let _ = unsafe { munmap(self.ptr, self.len) };
+    }
+}
+
+/// Does `r` contain the byte at `off`?
+pub fn covers(r: &Range, off: u64) -> bool {
+    r.offset <= off && off < r.offset + r.count
+}
+
+/// Run `f` in a forked child; return how it ended.
+pub fn in_child(f: impl FnOnce() -> i32) -> nix::sys::wait::WaitStatus {
+    use nix::unistd::{fork, ForkResult};
+    // SAFETY: the child runs f and _exit()s; f must not rely on other threads.
+    match unsafe { fork() }.or_brok("fork") {
+        ForkResult::Child => {
+            let code = f();
+            // SAFETY: _exit is always safe.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => nix::sys::wait::waitpid(child, None).or_brok("waitpid"),
     }
 }

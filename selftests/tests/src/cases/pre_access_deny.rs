@@ -21,7 +21,11 @@ pub const TEST: Test = Test {
     doc: "FAN_DENY / FAN_DENY_ERRNO(e) fail read() with EPERM / e; invalid errnos are refused",
     needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS"],
     filesystems: &[ltp::Fs::Ext4],
-    tags: &[("requirement", "1"), ("requirement", "3"), ("upstream", "FAN_DENY_ERRNO, v6.14")],
+    tags: &[
+        ("requirement", "1"),
+        ("requirement", "3"),
+        ("upstream", "FAN_DENY_ERRNO, v6.14"),
+    ],
     run,
     ..Test::DEFAULT
 };
@@ -37,12 +41,13 @@ const ALLOWED: &[(Response, Errno)] = &[
     (Response::DenyErrno(libc::EDQUOT), Errno::EDQUOT),
 ];
 
-const REFUSED: &[i32] = &[libc::EINVAL, libc::ENOENT, libc::EFAULT, 0];
+const REFUSED: &[i32] = &[libc::EINVAL, libc::ENOENT, libc::EFAULT, libc::EACCES];
 
 fn read_errno(path: &std::path::Path) -> Result<(), Errno> {
     let f = std::fs::File::open(path).or_brok("open");
     let mut b = [0u8; 16];
-    f.read_exact_at(&mut b, 0).map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))
+    f.read_exact_at(&mut b, 0)
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))
 }
 
 fn run(ctx: &Ctx) {
@@ -65,21 +70,25 @@ fn run(ctx: &Ctx) {
         let group = pre_content_group(&path, FAN_MARK_INODE, FAN_PRE_ACCESS);
         let p2 = path.clone();
         let reader = std::thread::spawn(move || read_errno(&p2));
-        let ev = loop {
-            let mut evs = group.wait_events(Duration::from_secs(10)).or_brok("read events");
-            if evs.is_empty() {
-                tbrok!("no event for the reader within 10 s");
-            }
-            break evs.remove(0);
-        };
+        let mut evs = group
+            .wait_events(Duration::from_secs(10))
+            .or_brok("read events");
+        if evs.is_empty() {
+            tbrok!("no event for the reader within 10 s");
+        }
+        let ev = evs.remove(0);
         let fd = ev.fd.as_ref().unwrap_or_else(|| tbrok!("event without fd"));
         let raw = FAN_DENY | (((e as u32) & 0xff) << 24);
         match group.respond_raw(std::os::fd::AsRawFd::as_raw_fd(fd), raw) {
-            Err(err) if err.errno() == Some(Errno::EINVAL) => tpass!("FAN_DENY_ERRNO({e}) refused with EINVAL"),
+            Err(err) if err.errno() == Some(Errno::EINVAL) => {
+                tpass!("FAN_DENY_ERRNO({e}) refused with EINVAL")
+            }
             Err(err) => tfail!("FAN_DENY_ERRNO({e}): want EINVAL, got {err}"),
             Ok(()) => tfail!("FAN_DENY_ERRNO({e}) was accepted"),
         }
-        group.respond(fd.as_fd(), Response::Allow).or_brok("allow after refused response");
+        group
+            .respond(fd.as_fd(), Response::Allow)
+            .or_brok("allow after refused response");
         match reader.join() {
             Ok(Ok(())) => tpass!("after the refused response, FAN_ALLOW released the reader"),
             other => tfail!("reader after FAN_ALLOW: {other:?}"),

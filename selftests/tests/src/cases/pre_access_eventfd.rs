@@ -40,7 +40,11 @@ fn run(ctx: &Ctx) {
         }
         match pattern_mismatch(off, &buf) {
             None => tpass!("read {len} @ {off}: reader saw the filled bytes"),
-            Some(i) => tfail!("read {len} @ {off}: byte {i} is {:#x}, want {:#x}", buf[i], pattern_byte(off + i as u64)),
+            Some(i) => tfail!(
+                "read {len} @ {off}: byte {i} is {:#x}, want {:#x}",
+                buf[i],
+                pattern_byte(off + i as u64)
+            ),
         }
         std::fs::remove_file(&path).or_brok("unlink");
     }

@@ -53,18 +53,32 @@ fn run(ctx: &Ctx) {
     std::fs::copy("/bin/true", &prog).or_brok("copy /bin/true");
     for watched in [true, false] {
         let l = watched.then(|| {
-            Listener::answering(pre_content_group(&prog, FAN_MARK_INODE, FAN_PRE_ACCESS), Response::Allow)
+            Listener::answering(
+                pre_content_group(&prog, FAN_MARK_INODE, FAN_PRE_ACCESS),
+                Response::Allow,
+            )
         });
-        let writer = std::fs::OpenOptions::new().write(true).open(&prog).or_brok("open for write");
+        let writer = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&prog)
+            .or_brok("open for write");
         let got = exec_in_child(&prog);
         drop(writer);
         let seen = l.map(|l| l.stop()).unwrap_or_default();
         match (watched, got) {
             (true, Ok(0)) if !seen.is_empty() => {
-                tpass!("watched: exec while open for write succeeded ({} pre-access events)", seen.len())
+                tpass!(
+                    "watched: exec while open for write succeeded ({} pre-access events)",
+                    seen.len()
+                )
             }
-            (false, Err(libc::ETXTBSY)) => tpass!("unwatched: exec while open for write gave ETXTBSY"),
-            _ => tfail!("watched={watched}: exec gave {got:?} with {} events", seen.len()),
+            (false, Err(libc::ETXTBSY)) => {
+                tpass!("unwatched: exec while open for write gave ETXTBSY")
+            }
+            _ => tfail!(
+                "watched={watched}: exec gave {got:?} with {} events",
+                seen.len()
+            ),
         }
     }
 }

@@ -18,7 +18,8 @@ use std::path::PathBuf;
 
 pub const TEST: Test = Test {
     name: "pre_access_mark_errors",
-    doc: "pre-content marks refused on tmpfs, non-regular files, wrong class, FAN_ONDIR, FID groups",
+    doc:
+        "pre-content marks refused on tmpfs, non-regular files, wrong class, FAN_ONDIR, FID groups",
     needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS", "CONFIG_TMPFS"],
     filesystems: &[Fs::Ext4],
     tags: &[("requirement", "1"), ("ltp", "fanotify14")],
@@ -44,14 +45,70 @@ struct Case {
 }
 
 const CASES: &[Case] = &[
-    Case { what: "control: regular file on ext4", init: FAN_CLASS_PRE_CONTENT, mark: FAN_MARK_INODE, mask: FAN_PRE_ACCESS, obj: Obj::File, want: Ok(()) },
-    Case { what: "control: directory", init: FAN_CLASS_PRE_CONTENT, mark: FAN_MARK_INODE, mask: FAN_PRE_ACCESS, obj: Obj::Dir, want: Ok(()) },
-    Case { what: "tmpfs inode mark", init: FAN_CLASS_PRE_CONTENT, mark: FAN_MARK_INODE, mask: FAN_PRE_ACCESS, obj: Obj::TmpfsFile, want: Err(Errno::EOPNOTSUPP) },
-    Case { what: "tmpfs filesystem mark", init: FAN_CLASS_PRE_CONTENT, mark: FAN_MARK_FILESYSTEM, mask: FAN_PRE_ACCESS, obj: Obj::TmpfsFile, want: Err(Errno::EOPNOTSUPP) },
-    Case { what: "fifo", init: FAN_CLASS_PRE_CONTENT, mark: FAN_MARK_INODE, mask: FAN_PRE_ACCESS, obj: Obj::Fifo, want: Err(Errno::EINVAL) },
-    Case { what: "FAN_ONDIR", init: FAN_CLASS_PRE_CONTENT, mark: FAN_MARK_INODE, mask: FAN_PRE_ACCESS | FAN_ONDIR, obj: Obj::Dir, want: Err(Errno::EINVAL) },
-    Case { what: "FAN_CLASS_NOTIF group", init: FAN_CLASS_NOTIF, mark: FAN_MARK_INODE, mask: FAN_PRE_ACCESS, obj: Obj::File, want: Err(Errno::EINVAL) },
-    Case { what: "FAN_CLASS_CONTENT group", init: FAN_CLASS_CONTENT, mark: FAN_MARK_INODE, mask: FAN_PRE_ACCESS, obj: Obj::File, want: Err(Errno::EINVAL) },
+    Case {
+        what: "control: regular file on ext4",
+        init: FAN_CLASS_PRE_CONTENT,
+        mark: FAN_MARK_INODE,
+        mask: FAN_PRE_ACCESS,
+        obj: Obj::File,
+        want: Ok(()),
+    },
+    Case {
+        what: "control: directory",
+        init: FAN_CLASS_PRE_CONTENT,
+        mark: FAN_MARK_INODE,
+        mask: FAN_PRE_ACCESS,
+        obj: Obj::Dir,
+        want: Ok(()),
+    },
+    Case {
+        what: "tmpfs inode mark",
+        init: FAN_CLASS_PRE_CONTENT,
+        mark: FAN_MARK_INODE,
+        mask: FAN_PRE_ACCESS,
+        obj: Obj::TmpfsFile,
+        want: Err(Errno::EOPNOTSUPP),
+    },
+    Case {
+        what: "tmpfs filesystem mark",
+        init: FAN_CLASS_PRE_CONTENT,
+        mark: FAN_MARK_FILESYSTEM,
+        mask: FAN_PRE_ACCESS,
+        obj: Obj::TmpfsFile,
+        want: Err(Errno::EOPNOTSUPP),
+    },
+    Case {
+        what: "fifo",
+        init: FAN_CLASS_PRE_CONTENT,
+        mark: FAN_MARK_INODE,
+        mask: FAN_PRE_ACCESS,
+        obj: Obj::Fifo,
+        want: Err(Errno::EINVAL),
+    },
+    Case {
+        what: "FAN_ONDIR",
+        init: FAN_CLASS_PRE_CONTENT,
+        mark: FAN_MARK_INODE,
+        mask: FAN_PRE_ACCESS | FAN_ONDIR,
+        obj: Obj::Dir,
+        want: Err(Errno::EINVAL),
+    },
+    Case {
+        what: "FAN_CLASS_NOTIF group",
+        init: FAN_CLASS_NOTIF,
+        mark: FAN_MARK_INODE,
+        mask: FAN_PRE_ACCESS,
+        obj: Obj::File,
+        want: Err(Errno::EINVAL),
+    },
+    Case {
+        what: "FAN_CLASS_CONTENT group",
+        init: FAN_CLASS_CONTENT,
+        mark: FAN_MARK_INODE,
+        mask: FAN_PRE_ACCESS,
+        obj: Obj::File,
+        want: Err(Errno::EINVAL),
+    },
 ];
 
 fn run(ctx: &Ctx) {
@@ -73,8 +130,11 @@ fn run(ctx: &Ctx) {
             Obj::Fifo => &fifo,
             Obj::TmpfsFile => &tfile,
         };
-        let g = Fanotify::init(c.init | FAN_CLOEXEC, libc::O_RDONLY as u32).or_brok("fanotify_init");
-        let got = g.mark(FAN_MARK_ADD | c.mark, c.mask, obj).map_err(|e| e.errno().unwrap_or(Errno::UnknownErrno));
+        let g =
+            Fanotify::init(c.init | FAN_CLOEXEC, libc::O_RDONLY as u32).or_brok("fanotify_init");
+        let got = g
+            .mark(FAN_MARK_ADD | c.mark, c.mask, obj)
+            .map_err(|e| e.errno().unwrap_or(Errno::UnknownErrno));
         if got == c.want {
             tpass!("{}: fanotify_mark gave {:?}", c.what, got);
         } else if c.want.is_ok() && got == Err(Errno::EINVAL) {
@@ -88,7 +148,9 @@ fn run(ctx: &Ctx) {
         ("FAN_REPORT_DIR_FID", FAN_REPORT_DIR_FID),
     ] {
         match Fanotify::init(FAN_CLASS_PRE_CONTENT | flags, libc::O_RDONLY as u32) {
-            Err(e) if e.errno() == Some(Errno::EINVAL) => tpass!("pre-content group with {what} refused (EINVAL)"),
+            Err(e) if e.errno() == Some(Errno::EINVAL) => {
+                tpass!("pre-content group with {what} refused (EINVAL)")
+            }
             Err(e) => tfail!("pre-content group with {what}: want EINVAL, got {e}"),
             Ok(_) => tfail!("pre-content group with {what} was accepted"),
         }

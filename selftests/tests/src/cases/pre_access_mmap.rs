@@ -21,7 +21,11 @@ pub const TEST: Test = Test {
     doc: "mmap() sends one FAN_PRE_ACCESS for the mapped range; faults send none",
     needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS"],
     filesystems: HSM_FILESYSTEMS,
-    tags: &[("requirement", "1"), ("linux-git", "066e053fe208"), ("linux-git", "28bba2c2935e")],
+    tags: &[
+        ("requirement", "1"),
+        ("linux-git", "066e053fe208"),
+        ("linux-git", "28bba2c2935e"),
+    ],
     run,
     ..Test::DEFAULT
 };
@@ -37,9 +41,24 @@ const FILE_PAGES: u64 = 256;
 
 fn cases() -> [Case; 3] {
     [
-        Case { what: "2 pages at page 100, MAP_SHARED", page: 100, pages: 2, flags: MapFlags::MAP_SHARED },
-        Case { what: "2 pages at page 100, MAP_PRIVATE", page: 100, pages: 2, flags: MapFlags::MAP_PRIVATE },
-        Case { what: "whole file, MAP_SHARED", page: 0, pages: FILE_PAGES, flags: MapFlags::MAP_SHARED },
+        Case {
+            what: "2 pages at page 100, MAP_SHARED",
+            page: 100,
+            pages: 2,
+            flags: MapFlags::MAP_SHARED,
+        },
+        Case {
+            what: "2 pages at page 100, MAP_PRIVATE",
+            page: 100,
+            pages: 2,
+            flags: MapFlags::MAP_PRIVATE,
+        },
+        Case {
+            what: "whole file, MAP_SHARED",
+            page: 0,
+            pages: FILE_PAGES,
+            flags: MapFlags::MAP_SHARED,
+        },
     ]
 }
 
@@ -54,7 +73,14 @@ fn run(ctx: &Ctx) {
         let len = (c.pages * PAGE) as usize;
         // SAFETY: a fresh mapping of a file we own; unmapped below.
         let p = unsafe {
-            mmap(None, NonZeroUsize::new(len).unwrap(), ProtFlags::PROT_READ, c.flags, &f, (c.page * PAGE) as i64)
+            mmap(
+                None,
+                NonZeroUsize::new(len).unwrap(),
+                ProtFlags::PROT_READ,
+                c.flags,
+                &f,
+                (c.page * PAGE) as i64,
+            )
         }
         .or_brok("mmap");
         let after_mmap = l.seen();
@@ -66,17 +92,27 @@ fn run(ctx: &Ctx) {
         unsafe { munmap(p, len) }.or_brok("munmap");
         let all = l.stop();
         log_seen(c.what, &all);
-        let want = Range { offset: c.page * PAGE, count: c.pages * PAGE };
+        let want = Range {
+            offset: c.page * PAGE,
+            count: c.pages * PAGE,
+        };
         match after_mmap.as_slice() {
             [s] if s.mask == FAN_PRE_ACCESS && s.range == Some(want) => {
                 tpass!("{}: mmap() sent one event with range {want:?}", c.what)
             }
-            other => tfail!("{}: want one FAN_PRE_ACCESS {want:?} at mmap(), got {other:?}", c.what),
+            other => tfail!(
+                "{}: want one FAN_PRE_ACCESS {want:?} at mmap(), got {other:?}",
+                c.what
+            ),
         }
         if all.len() == after_mmap.len() {
             tpass!("{}: touching the mapping sent no further event", c.what);
         } else {
-            tfail!("{}: faults sent {} events in mmap-time mode", c.what, all.len() - after_mmap.len());
+            tfail!(
+                "{}: faults sent {} events in mmap-time mode",
+                c.what,
+                all.len() - after_mmap.len()
+            );
         }
         match bad {
             None => tpass!("{}: mapped content matches the file", c.what),

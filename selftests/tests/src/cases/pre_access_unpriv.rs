@@ -6,10 +6,10 @@
 //! Guards mainline semantics (requirement 1); the fault-time opt-in must not
 //! open a way around it.
 
-use ltp::res::OrBrok;
-use ltp::{tfail, tpass, Ctx, Test};
 use fanotify::consts::*;
 use fanotify::Fanotify;
+use ltp::res::OrBrok;
+use ltp::{tfail, tpass, Ctx, Test};
 use nix::errno::Errno;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, setgid, setgroups, setuid, ForkResult, Gid, Uid};
@@ -24,9 +24,17 @@ pub const TEST: Test = Test {
 };
 
 const CASES: &[(&str, u32, Result<(), Errno>)] = &[
-    ("FAN_CLASS_PRE_CONTENT", FAN_CLASS_PRE_CONTENT, Err(Errno::EPERM)),
+    (
+        "FAN_CLASS_PRE_CONTENT",
+        FAN_CLASS_PRE_CONTENT,
+        Err(Errno::EPERM),
+    ),
     ("FAN_CLASS_CONTENT", FAN_CLASS_CONTENT, Err(Errno::EPERM)),
-    ("control: FAN_CLASS_NOTIF|FAN_REPORT_FID", FAN_CLASS_NOTIF | FAN_REPORT_FID, Ok(())),
+    (
+        "control: FAN_CLASS_NOTIF|FAN_REPORT_FID",
+        FAN_CLASS_NOTIF | FAN_REPORT_FID,
+        Ok(()),
+    ),
 ];
 
 /// fanotify_init as user nobody in a child; the errno comes back as exit code.

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+# From nothing to "suite run in the VM": set up the machine, fetch the base,
+# put the kernel tree at exactly base + committed series, build (incremental
+# when warm), build the tests, boot once and run them all.
+#
+# Usage: scripts/test.sh [--base] [-- fpc-tests args...]
+#   --base   test the unpatched base kernel instead (new tests must TCONF/fail)
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+base=0
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--base) base=1; shift ;;
+	--) shift; break ;;
+	*) die "usage: $0 [--base] [-- fpc-tests args...]" ;;
+	esac
+done
+
+"$FPC_TOP/scripts/setup.sh"
+"$FPC_TOP/scripts/fetch-base.sh"
+if [ $base = 1 ]; then
+	kdir=$("$FPC_TOP/scripts/build.sh" --base | tail -n1)
+else
+	# The tree must hold exactly the committed series: build what is in git,
+	# not whatever a developer left in the cache tree.
+	wt=$(fpc_series_worktree)
+	want=$(git -C "$wt" rev-parse HEAD)
+	if [ "$(git -C "$FPC_SRC" rev-parse HEAD^{tree})" != "$(git -C "$wt" rev-parse HEAD^{tree})" ]; then
+		[ -z "$(git -C "$FPC_SRC" status --porcelain --untracked-files=no)" ] ||
+			die "$FPC_SRC has uncommitted changes; commit (and export) or stash them"
+		warn "kernel tree is not at base + committed series; checking out $want (branches are untouched)"
+		git -C "$FPC_SRC" checkout -q --detach "$want"
+	fi
+	kdir=$("$FPC_TOP/scripts/build.sh" | tail -n1)
+fi
+make -C "$FPC_TOP/selftests" run KERNEL="$kdir" ARGS="$*"
