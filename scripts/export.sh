@@ -36,7 +36,7 @@ export_to() {
 	{
 		echo "# The series, in order (git format-patch names). Applied by scripts/apply.sh."
 		if [ "$n" -gt 0 ]; then
-			git -C "$t" format-patch -q --zero-commit --no-signature --base="$FPC_BASE_TAG" \
+			git -C "$t" format-patch --zero-commit --no-signature --base="$FPC_BASE_TAG" \
 				--cover-letter -o "$out/patches" "$FPC_BASE_TAG..HEAD" |
 				xargs -n1 basename | grep -v '^0000-'
 		fi

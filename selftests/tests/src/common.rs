@@ -290,6 +290,12 @@ impl Map {
     }
 }
 
+// SAFETY: a Map is a plain memory range; reading it from several threads is
+// what the concurrency tests do, and unmapping needs &mut (Drop).
+unsafe impl Sync for Map {}
+// SAFETY: as above; the mapping belongs to the process, not a thread.
+unsafe impl Send for Map {}
+
 impl Drop for Map {
     fn drop(&mut self) {
         // SAFETY: ptr/len came from mmap and nothing borrows them past self.

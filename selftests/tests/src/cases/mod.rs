@@ -9,6 +9,14 @@ mod pre_access_mark_errors;
 mod pre_access_mmap;
 mod pre_access_rw;
 mod pre_access_unpriv;
+mod pre_fault_basic;
+mod pre_fault_concurrency;
+mod pre_fault_deny;
+mod pre_fault_freeze;
+mod pre_fault_listener_death;
+mod pre_fault_matrix;
+mod pre_fault_readahead;
+mod pre_fault_seq;
 
 pub static ALL: &[Test] = &[
     pre_access_rw::TEST,
@@ -18,4 +26,12 @@ pub static ALL: &[Test] = &[
     pre_access_eventfd::TEST,
     pre_access_mark_errors::TEST,
     pre_access_unpriv::TEST,
+    pre_fault_basic::TEST,
+    pre_fault_deny::TEST,
+    pre_fault_matrix::TEST,
+    pre_fault_readahead::TEST,
+    pre_fault_seq::TEST,
+    pre_fault_freeze::TEST,
+    pre_fault_listener_death::TEST,
+    pre_fault_concurrency::TEST,
 ];

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+# Per-patch checks of the committed series:
+#   - scripts/checkpatch.pl --strict on every patch (always)
+#   - with --build: the kernel builds at every step of the series, in a build
+#     directory of its own ($FPC_CACHE/build/steps), incrementally from one
+#     step to the next (the first step is a full build: ~15 min cold)
+# Prints one line per patch and a summary; exits non-zero on any failure.
+#
+# Usage: scripts/check-series.sh [--build]
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+build=0
+case "${1:-}" in
+--build) build=1 ;;
+"") ;;
+*) die "usage: $0 [--build]" ;;
+esac
+
+wt=$(fpc_series_worktree)
+mapfile -t commits < <(git -C "$wt" rev-list --reverse "$FPC_BASE_TAG..HEAD")
+[ ${#commits[@]} -gt 0 ] || { info "series is empty"; echo "0 passed, 0 failed"; exit 0; }
+
+pass=0 fail=0
+for p in "$FPC_TOP"/patches/[0-9][0-9][0-9][0-9]-*.patch; do
+	case "$(basename "$p")" in 0000-*) continue ;; esac
+	if out=$("$wt/scripts/checkpatch.pl" --strict --no-tree --quiet "$p" 2>&1) && [ -z "$out" ]; then
+		echo "checkpatch --strict: clean  $(basename "$p")"
+		pass=$((pass + 1))
+	else
+		echo "checkpatch --strict: ISSUES $(basename "$p")"
+		echo "$out" | sed 's/^/    /'
+		fail=$((fail + 1))
+	fi
+done
+
+if [ $build = 1 ]; then
+	out="$FPC_CACHE/build/steps"
+	mkdir -p "$out"
+	cp "$FPC_BUILD/.config" "$out/.config" 2>/dev/null ||
+		die "no configured patched build in $FPC_BUILD; run scripts/build.sh first"
+	for c in "${commits[@]}"; do
+		git -C "$wt" checkout -q --detach "$c"
+		subj=$(git -C "$wt" log -1 --format=%s "$c")
+		start=$(date +%s)
+		if make -s -C "$wt" O="$out" LLVM="$FPC_LLVM" -j"$(nproc)" olddefconfig bzImage modules >"$out/step.log" 2>&1; then
+			echo "build: ok ($(( $(date +%s) - start )) s)  $subj"
+			pass=$((pass + 1))
+		else
+			echo "build: FAILED  $subj"
+			tail -20 "$out/step.log" | sed 's/^/    /'
+			fail=$((fail + 1))
+		fi
+	done
+fi
+echo "$pass passed, $fail failed"
+[ $fail = 0 ]

@@ -1,0 +1,150 @@
+//! pre_fault_readahead: a file with fault-time events never has a page in
+//! the page cache that no event covered, since a later fault would map it
+//! without an event.  After faulting one page of an unpopulated 64 MiB file,
+//! after a read() in the middle of it, and after readahead hints (readahead
+//! via POSIX_FADV_WILLNEED, MADV_WILLNEED), cachestat(2) finds cached pages
+//! only inside the ranges events reported.
+//!
+//! Guards requirement 4 of the series (the 2024 series disabled readahead
+//! instead: 252256e416de, reverted).
+
+use crate::common::*;
+use fanotify::consts::*;
+use fanotify::Range;
+use ltp::res::OrBrok;
+use ltp::{tfail, tinfo, tpass, Ctx, Fs, Test};
+use nix::sys::mman::{madvise, MapFlags, MmapAdvise, ProtFlags};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+
+pub const TEST: Test = Test {
+    name: "pre_fault_readahead",
+    doc: "no page enters the page cache outside the ranges pre-content events reported",
+    needs_kconfigs: &[
+        "CONFIG_FANOTIFY_ACCESS_PERMISSIONS",
+        "CONFIG_CACHESTAT_SYSCALL",
+    ],
+    filesystems: &[Fs::Ext4, Fs::Xfs, Fs::Btrfs],
+    tags: &[("requirement", "4"), ("linux-git", "252256e416de")],
+    run,
+    ..Test::DEFAULT
+};
+
+const SIZE: u64 = 64 << 20;
+
+#[repr(C)]
+#[derive(Default)]
+struct CachestatRange {
+    off: u64,
+    len: u64,
+}
+
+#[repr(C)]
+#[derive(Default, Debug)]
+struct Cachestat {
+    nr_cache: u64,
+    nr_dirty: u64,
+    nr_writeback: u64,
+    nr_evicted: u64,
+    nr_recently_evicted: u64,
+}
+
+/// Pages of [off, off+len) in the page cache.
+fn cached(f: &std::fs::File, off: u64, len: u64) -> u64 {
+    if len == 0 {
+        return 0;
+    }
+    let r = CachestatRange { off, len };
+    let mut cs = Cachestat::default();
+    // SAFETY: cachestat(2) reads r and writes cs, both live for the call.
+    let ret = unsafe {
+        libc::syscall(
+            451,
+            f.as_raw_fd(),
+            &r as *const CachestatRange,
+            &mut cs as *mut Cachestat,
+            0,
+        )
+    };
+    if ret != 0 {
+        ltp::tbrok!("cachestat: {}", std::io::Error::last_os_error());
+    }
+    cs.nr_cache
+}
+
+/// Pages cached outside the union of `ranges`.
+fn cached_outside(f: &std::fs::File, ranges: &[Range]) -> u64 {
+    let mut rs: Vec<Range> = ranges.to_vec();
+    rs.sort_by_key(|r| r.offset);
+    let mut pos = 0;
+    let mut n = 0;
+    for r in rs {
+        if r.offset > pos {
+            n += cached(f, pos, r.offset - pos);
+        }
+        pos = pos.max(r.offset + r.count);
+    }
+    n + cached(f, pos, SIZE.saturating_sub(pos))
+}
+
+fn run(ctx: &Ctx) {
+    let path = ctx.path("stub");
+    create_sparse_file(&path, SIZE);
+    let l = Listener::filling(lazy_group(&path, FAN_MARK_INODE));
+    let f = std::fs::File::open(&path).or_brok("open");
+    let m = Map::new(
+        &f,
+        0,
+        SIZE / PAGE,
+        ProtFlags::PROT_READ,
+        MapFlags::MAP_SHARED,
+    )
+    .or_brok("mmap");
+
+    let steps: [(&str, &dyn Fn()); 4] = [
+        ("fault page 5000", &|| {
+            m.touch(5000);
+        }),
+        ("pread 4096 @ 32 MiB", &|| {
+            let mut b = [0u8; 4096];
+            f.read_exact_at(&mut b, 32 << 20).or_brok("pread");
+        }),
+        ("POSIX_FADV_WILLNEED on the whole file", &|| {
+            nix::fcntl::posix_fadvise(
+                f.as_raw_fd(),
+                0,
+                SIZE as i64,
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+            )
+            .or_brok("fadvise");
+        }),
+        ("MADV_WILLNEED on the whole mapping", &|| {
+            // SAFETY: advice on our own mapping.
+            unsafe {
+                madvise(
+                    std::ptr::NonNull::new(m.addr(0).cast()).unwrap(),
+                    m.len,
+                    MmapAdvise::MADV_WILLNEED,
+                )
+            }
+            .or_brok("madvise");
+        }),
+    ];
+    for (what, step) in steps {
+        step();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let ranges: Vec<Range> = l.seen().iter().filter_map(|s| s.range).collect();
+        let outside = cached_outside(&f, &ranges);
+        let total = cached(&f, 0, SIZE);
+        tinfo!("{what}: {} events, {total} pages cached", ranges.len());
+        if outside == 0 && total > 0 {
+            tpass!("{what}: all {total} cached pages lie inside event ranges");
+        } else if total == 0 {
+            tfail!("{what}: nothing cached at all (the access did not read?)");
+        } else {
+            tfail!("{what}: {outside} cached pages outside every event range {ranges:?}");
+        }
+    }
+    drop(m);
+    l.stop();
+}
