@@ -95,7 +95,7 @@ fn run(ctx: &Ctx) {
                 let mut bad = 0u32;
                 for _ in 0..PAGES {
                     // Half the time a page near the hot spot all threads share.
-                    let p = if next() % 2 == 0 { 100 + next() % 8 } else { next() % PAGES };
+                    let p = if next().is_multiple_of(2) { 100 + next() % 8 } else { next() % PAGES };
                     let d = m.read_page(p);
                     if let Some(i) = pattern_mismatch(p * PAGE, &d) {
                         if bad < 3 {
