@@ -38,43 +38,51 @@ if git -C "$tree" rev-parse --is-inside-work-tree >/dev/null 2>&1 &&
 	[ ! -d "$(git -C "$tree" rev-parse --git-path rebase-apply)" ] ||
 		die "$tree has a git am/rebase in progress"
 	fwd() { git -C "$tree" apply --check "$1" 2>/dev/null; }
-	rev() { git -C "$tree" apply --check -R "$1" 2>/dev/null; }
 else
 	mode=plain
-	fwd() { patch -d "$tree" -p1 -s -f --dry-run <"$1" >/dev/null 2>&1; }
-	rev() { patch -d "$tree" -p1 -s -f -R --dry-run <"$1" >/dev/null 2>&1; }
+	fwd() { patch -d "$tree" -p1 -s -f -F0 --dry-run <"$1" >/dev/null 2>&1; }
 fi
 
-# How many leading patches are already in the tree?  A patch counts as applied
-# when it reverse-applies and does not forward-apply.  Applied patches must be
-# a prefix of the series: anything else is a mixed tree we will not touch.
-# The reverse check is done on the whole prefix from the end backwards, so each
-# patch is tested on the tree as it was right after it.
+# How many leading patches are already in the tree?  Applied patches must be a
+# prefix of the series: anything else is a mixed tree we will not touch.
+reverse_prefix() { # i: print patches i-1 .. 0
+	local k
+	for ((k = $1 - 1; k >= 0; k--)); do echo "${patches[$k]}"; done
+}
 n=${#patches[@]} done_n=0
-for ((i = n; i >= 1; i--)); do
-	if [ $mode = git ]; then
-		if git -C "$tree" apply --check -R "${patches[@]:0:$i}" >/dev/null 2>&1; then
-			done_n=$i; break
+if [ $mode = git ]; then
+	# A patch is applied when a recent commit has its patch-id (git am and
+	# format-patch keep it).  The applied ones must be a prefix.
+	recent=$(git -C "$tree" log -n $((n + 200)) -p --no-color --format='commit %H' 2>/dev/null |
+		git patch-id --stable | awk '{print $1}')
+	mixed=0
+	for ((i = 0; i < n; i++)); do
+		id=$(git patch-id --stable <"${patches[$i]}" | awk '{print $1}')
+		if grep -qxF "$id" <<<"$recent"; then
+			[ $done_n = "$i" ] && done_n=$((i + 1)) || mixed=1
 		fi
-	else
+	done
+	[ $mixed = 0 ] || die "$tree has some patches of the series but not a prefix of it; fix it by hand"
+else
+	for ((i = n; i >= 1; i--)); do
+		mapfile -t rev_list < <(reverse_prefix "$i")
+		# patch(1) takes one patch at a time: reverse-apply the prefix,
+		# last patch first, to a scratch copy of the files it touches.
+		tmpd=$(mktemp -d)
 		ok=1
-		tmpd=$(mktemp -d); trap 'rm -rf "$tmpd"' EXIT
-		cat $(printf '%s\n' "${patches[@]:0:$i}" | tac) >/dev/null
-		# plain trees: test each patch of the prefix in reverse order on a
-		# scratch copy of the touched files only
-		files=$(sed -n 's|^+++ b/||p; s|^--- a/||p' "${patches[@]:0:$i}" | sort -u)
-		for f in $files; do
-			[ -e "$tree/$f" ] && mkdir -p "$tmpd/$(dirname "$f")" && cp "$tree/$f" "$tmpd/$f"
+		sed -n 's|^+++ b/||p; s|^--- a/||p' "${rev_list[@]}" | sort -u | while read -r f; do
+			[ -e "$tree/$f" ] || continue
+			mkdir -p "$tmpd/$(dirname "$f")" && cp "$tree/$f" "$tmpd/$f"
 		done
-		for ((j = i - 1; j >= 0; j--)); do
-			patch -d "$tmpd" -p1 -s -f -R <"${patches[$j]}" >/dev/null 2>&1 || { ok=0; break; }
+		for p in "${rev_list[@]}"; do
+			patch -d "$tmpd" -p1 -s -f -F0 -R <"$p" >/dev/null 2>&1 || { ok=0; break; }
 		done
 		rm -rf "$tmpd"
 		[ $ok = 1 ] && { done_n=$i; break; }
-	fi
-done
-if [ $done_n -gt 0 ] && fwd "${patches[0]}"; then
-	done_n=0 # forward still applies: the reverse match was a coincidence
+	done
+fi
+if [ $mode = plain ] && [ $done_n -gt 0 ] && fwd "${patches[0]}"; then
+	done_n=0 # the first patch still applies forward: the match was a coincidence
 fi
 
 if [ $check = 1 ]; then
@@ -110,15 +118,15 @@ if [ $mode = git ]; then
 else
 	applied=()
 	for p in "${rest[@]}"; do
-		if ! out=$(patch -d "$tree" -p1 -f --dry-run <"$p" 2>&1); then
+		if ! out=$(patch -d "$tree" -p1 -f -F0 --dry-run <"$p" 2>&1); then
 			files=$(awk '/^(patching|checking) file /{f=$3} /FAILED|malformed|can.t find file/{print f}' <<<"$out" | sort -u | tr '\n' ' ')
 			for ((k = ${#applied[@]} - 1; k >= 0; k--)); do
-				patch -d "$tree" -p1 -s -f -R <"${applied[$k]}" >/dev/null
+				patch -d "$tree" -p1 -s -f -F0 -R <"${applied[$k]}" >/dev/null
 			done
 			echo "$out" >&2
 			die "patch $(basename "$p") does not apply; conflict in: ${files:-unknown}. Tree left unchanged."
 		fi
-		patch -d "$tree" -p1 -s -f <"$p" >/dev/null
+		patch -d "$tree" -p1 -s -f -F0 <"$p" >/dev/null
 		applied+=("$p")
 	done
 fi
