@@ -11,6 +11,7 @@ mod pre_access_rw;
 mod pre_access_unpriv;
 mod pre_fault_basic;
 mod pre_fault_concurrency;
+mod pre_fault_dax;
 mod pre_fault_deny;
 mod pre_fault_freeze;
 mod pre_fault_listener_death;
@@ -34,4 +35,5 @@ pub static ALL: &[Test] = &[
     pre_fault_freeze::TEST,
     pre_fault_listener_death::TEST,
     pre_fault_concurrency::TEST,
+    pre_fault_dax::TEST,
 ];
