@@ -321,3 +321,26 @@ pub fn in_child(f: impl FnOnce() -> i32) -> nix::sys::wait::WaitStatus {
         ForkResult::Parent { child } => nix::sys::wait::waitpid(child, None).or_brok("waitpid"),
     }
 }
+
+/// A sparse stub of `size` bytes watched lazily (FAN_PRE_ACCESS |
+/// FAN_PRE_FAULT inode mark) by a listener that fills what it is asked for,
+/// opened read-only and mapped whole.  Fields drop in order: mapping first.
+pub struct LazyStub {
+    pub map: Map,
+    pub file: std::fs::File,
+    pub listener: Listener,
+}
+
+impl LazyStub {
+    pub fn new(path: &Path, size: u64, flags: MapFlags) -> Self {
+        create_sparse_file(path, size);
+        let listener = Listener::filling(lazy_group(path, FAN_MARK_INODE));
+        let file = std::fs::File::open(path).or_brok("open stub");
+        let map = Map::new(&file, 0, size / PAGE, ProtFlags::PROT_READ, flags).or_brok("mmap stub");
+        LazyStub {
+            map,
+            file,
+            listener,
+        }
+    }
+}

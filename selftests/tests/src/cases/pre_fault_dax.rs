@@ -187,18 +187,11 @@ fn check_fs(fs: &DaxFs, mnt: &Path) {
     drop(m);
 
     // Lazily watched stub.
-    let stub = mnt.join("stub");
-    create_sparse_file(&stub, SIZE);
-    let l = Listener::filling(lazy_group(&stub, FAN_MARK_INODE));
-    let f = std::fs::File::open(&stub).or_brok("open stub");
-    let m = Map::new(
-        &f,
-        0,
-        SIZE / PAGE,
-        ProtFlags::PROT_READ,
-        MapFlags::MAP_SHARED,
-    )
-    .or_brok("mmap stub");
+    let LazyStub {
+        map: m,
+        file: _f,
+        listener: l,
+    } = LazyStub::new(&mnt.join("stub"), SIZE, MapFlags::MAP_SHARED);
     let pages = [10u64, 700, 1500];
     let mut wrong = 0;
     for &p in &pages {

@@ -9,11 +9,10 @@
 //! instead: 252256e416de, reverted).
 
 use crate::common::*;
-use fanotify::consts::*;
 use fanotify::Range;
 use ltp::res::OrBrok;
 use ltp::{tfail, tinfo, tpass, Ctx, Fs, Test};
-use nix::sys::mman::{madvise, MapFlags, MmapAdvise, ProtFlags};
+use nix::sys::mman::{madvise, MapFlags, MmapAdvise};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
@@ -88,18 +87,11 @@ fn cached_outside(f: &std::fs::File, ranges: &[Range]) -> u64 {
 }
 
 fn run(ctx: &Ctx) {
-    let path = ctx.path("stub");
-    create_sparse_file(&path, SIZE);
-    let l = Listener::filling(lazy_group(&path, FAN_MARK_INODE));
-    let f = std::fs::File::open(&path).or_brok("open");
-    let m = Map::new(
-        &f,
-        0,
-        SIZE / PAGE,
-        ProtFlags::PROT_READ,
-        MapFlags::MAP_SHARED,
-    )
-    .or_brok("mmap");
+    let LazyStub {
+        map: m,
+        file: f,
+        listener: l,
+    } = LazyStub::new(&ctx.path("stub"), SIZE, MapFlags::MAP_SHARED);
 
     let steps: [(&str, &dyn Fn()); 4] = [
         ("fault page 5000", &|| {

@@ -9,7 +9,7 @@ use crate::common::*;
 use fanotify::consts::*;
 use ltp::res::OrBrok;
 use ltp::{tfail, tinfo, tpass, Ctx, Fs, Test};
-use nix::sys::mman::{MapFlags, ProtFlags};
+use nix::sys::mman::MapFlags;
 
 pub const TEST: Test = Test {
     name: "pre_fault_seq",
@@ -27,11 +27,12 @@ const TARGET_PER_MIB: f64 = 16.0;
 fn run(ctx: &Ctx) {
     for flags in [MapFlags::MAP_SHARED, MapFlags::MAP_PRIVATE] {
         let path = ctx.path("stub");
-        create_sparse_file(&path, MIB << 20);
-        let l = Listener::filling(lazy_group(&path, FAN_MARK_INODE));
-        let f = std::fs::File::open(&path).or_brok("open");
         let pages = (MIB << 20) / PAGE;
-        let m = Map::new(&f, 0, pages, ProtFlags::PROT_READ, flags).or_brok("mmap");
+        let LazyStub {
+            map: m,
+            file: _f,
+            listener: l,
+        } = LazyStub::new(&path, MIB << 20, flags);
         let bad = (0..pages).find(|&p| pattern_mismatch(p * PAGE, &m.read_page(p)).is_some());
         let seen = l.stop();
         let n = seen.iter().filter(|s| s.mask == FAN_PRE_FAULT).count();
