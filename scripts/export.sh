@@ -36,7 +36,9 @@ export_to() {
 	{
 		echo "# The series, in order (git format-patch names). Applied by scripts/apply.sh."
 		if [ "$n" -gt 0 ]; then
-			git -C "$t" format-patch --zero-commit --no-signature --base="$FPC_BASE_TAG" \
+			# Fixed identity: the cover letter's From: is the exporter's.
+			git -C "$t" -c user.name="$FPC_IDENT_NAME" -c user.email="$FPC_IDENT_EMAIL" \
+				format-patch --zero-commit --no-signature --base="$FPC_BASE_TAG" \
 				--cover-letter -o "$out/patches" "$FPC_BASE_TAG..HEAD" |
 				xargs -n1 basename | grep -v '^0000-'
 		fi
@@ -60,9 +62,10 @@ export_to() {
 		gh = re.sub(r"^(Subject: \[PATCH[^\]]*\] ).*$", lambda m: m.group(1) + title, gh, flags=re.M)
 		# The generated From:/Date: are "now" and the exporter: keep the committed ones.
 		for field in ("From", "Date"):
-		    m = re.search(r"^%s: .*$" % field, ch, re.M)
+		    pat = r"^%s: .*(?:\n[ \t].*)*" % field    # with folded lines
+		    m = re.search(pat, ch, re.M)
 		    if m:
-		        gh = re.sub(r"^%s: .*$" % field, lambda _: m.group(0), gh, flags=re.M)
+		        gh = re.sub(pat, lambda _: m.group(0), gh, count=1, flags=re.M)
 		open(sys.argv[2], "w").write(gh + "\n\n" + cb + gtail)
 		PY
 	fi

@@ -15,6 +15,9 @@ FPC_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 : "${FPC_BACKPORTS_SUITE:=trixie-backports}"
 : "${FPC_BINDGEN_VERSION:=0.73.2}"
 : "${FPC_VNG_VERSION:=1.42}"
+# Identity of the series' commits and of the exported cover letter.
+: "${FPC_IDENT_NAME:=fanotify-prefault developers}"
+: "${FPC_IDENT_EMAIL:=fpc-dev@localhost}"
 
 FPC_SRC="$FPC_CACHE/linux"            # the persistent kernel git tree
 FPC_BUILD="$FPC_CACHE/build/patched"  # O= for the patched kernel
