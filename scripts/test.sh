@@ -30,7 +30,11 @@ else
 	if [ "$(git -C "$FPC_SRC" rev-parse HEAD^{tree})" != "$(git -C "$wt" rev-parse HEAD^{tree})" ]; then
 		[ -z "$(git -C "$FPC_SRC" status --porcelain --untracked-files=no)" ] ||
 			die "$FPC_SRC has uncommitted changes; commit (and export) or stash them"
-		warn "kernel tree is not at base + committed series; checking out $want (branches are untouched)"
+		if [ "$(git -C "$FPC_SRC" rev-parse HEAD)" = "$(git -C "$FPC_SRC" rev-parse "$FPC_BASE_TAG^{commit}")" ]; then
+			info "kernel tree is at the base: checking out base + committed series"
+		else
+			warn "kernel tree is not at base + committed series; checking out $want (branches are untouched)"
+		fi
 		git -C "$FPC_SRC" checkout -q --detach "$want"
 	fi
 	kdir=$("$FPC_TOP/scripts/build.sh" | tail -n1)
