@@ -17,6 +17,7 @@ mod pre_fault_freeze;
 mod pre_fault_listener_death;
 mod pre_fault_matrix;
 mod pre_fault_readahead;
+mod pre_fault_reuse;
 mod pre_fault_seq;
 
 pub static ALL: &[Test] = &[
@@ -30,6 +31,7 @@ pub static ALL: &[Test] = &[
     pre_fault_basic::TEST,
     pre_fault_deny::TEST,
     pre_fault_matrix::TEST,
+    pre_fault_reuse::TEST,
     pre_fault_readahead::TEST,
     pre_fault_seq::TEST,
     pre_fault_freeze::TEST,
