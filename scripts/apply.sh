@@ -37,7 +37,6 @@ if git -C "$tree" rev-parse --is-inside-work-tree >/dev/null 2>&1 &&
 		die "$tree has uncommitted changes; commit or stash them first"
 	[ ! -d "$(git -C "$tree" rev-parse --git-path rebase-apply)" ] ||
 		die "$tree has a git am/rebase in progress"
-	fwd() { git -C "$tree" apply --check "$1" 2>/dev/null; }
 else
 	mode=plain
 	fwd() { patch -d "$tree" -p1 -s -f -F0 --dry-run <"$1" >/dev/null 2>&1; }

@@ -28,13 +28,7 @@ if [ $force = 0 ] && git -C "$FPC_SRC" rev-parse -q --verify "refs/tags/$FPC_BAS
 	exit 0
 fi
 
-madison() {
-	apt-cache -o Dir::Etc::SourceList="$FPC_APT/sources.list" \
-		-o Dir::Etc::SourceParts="$FPC_APT/sources.list.d" \
-		-o Dir::State::Lists="$FPC_APT/lists" -o Dir::Cache="$FPC_APT/cache" \
-		madison "$1" 2>/dev/null | awk '{print $3}'
-}
-versions=$(madison "$FPC_BASE_PKG")
+versions=$(fpc_apt_versions "$FPC_BASE_PKG")
 [ -n "$versions" ] || die "the archive offers no $FPC_BASE_PKG in $FPC_BACKPORTS_SUITE"
 if grep -qxF "$FPC_BASE_VERSION" <<<"$versions"; then
 	ver=$FPC_BASE_VERSION

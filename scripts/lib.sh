@@ -63,9 +63,12 @@ fpc_archive_uri() {
 	echo "$uri"
 }
 
-fpc_make() {
-	# shellcheck disable=SC2086
-	make -C "$FPC_SRC" LLVM="$FPC_LLVM" -j"$(nproc)" "$@"
+# Versions of package $1 the private backports lists offer, one a line.
+fpc_apt_versions() {
+	apt-cache -o Dir::Etc::SourceList="$FPC_APT/sources.list" \
+		-o Dir::Etc::SourceParts="$FPC_APT/sources.list.d" \
+		-o Dir::State::Lists="$FPC_APT/lists" -o Dir::Cache="$FPC_APT/cache" \
+		madison "$1" 2>/dev/null | awk '{print $3}'
 }
 
 # Commit the whole tree in $1 with a reproducible identity and date.

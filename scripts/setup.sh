@@ -49,10 +49,7 @@ fi
 command -v rustc >/dev/null || die "rustc not found (the machine's rustup toolchain is required)"
 rustver=$(rustc --version | awk '{print $2}')
 if [ ! -f "$FPC_TOOLS/rust-src.path" ] || ! grep -q "/rust-src-$rustver/" "$FPC_TOOLS/rust-src.path"; then
-	debver=$(apt-cache -o Dir::Etc::SourceList="$FPC_APT/sources.list" \
-		-o Dir::Etc::SourceParts="$FPC_APT/sources.list.d" \
-		-o Dir::State::Lists="$FPC_APT/lists" -o Dir::Cache="$FPC_APT/cache" \
-		madison rust-src 2>/dev/null | awk -v v="$rustver" '$3 ~ "^"v"[+~-]" {print $3; exit}')
+	debver=$(fpc_apt_versions rust-src | awk -v v="$rustver" '$0 ~ "^"v"[+~-]" {print; exit}')
 	[ -n "$debver" ] || die "no Debian rust-src package for rustc $rustver in $FPC_BACKPORTS_SUITE; install rust-src $rustver by hand and write its library path to $FPC_TOOLS/rust-src.path"
 	info "fetching rust-src $debver"
 	d="$FPC_TOOLS/rust-src-$rustver"
