@@ -1,0 +1,620 @@
+//! hsm-serve: the reference HSM daemon.  Fills the stubs `hsm-populate` made
+//! under DST from the files under SRC, on demand, from fanotify pre-content
+//! events.
+//!
+//! * Marks: one inode mark per stub (a regular file under DST with the
+//!   `user.hsm.stub` xattr that is not yet fully populated), with
+//!   `FAN_PRE_ACCESS` (`--mode mmap`: mainline's whole-range event at mmap
+//!   time) or `FAN_PRE_ACCESS | FAN_PRE_FAULT` (`--mode fault`, default: an
+//!   event per page-cache miss at fault time).  Inode marks leave SRC
+//!   unwatched even when it shares DST's filesystem, and a file's mark is
+//!   removed once it is complete, so it costs nothing afterwards.
+//! * Events: the event's file is mapped to SRC by its path relative to DST
+//!   (`readlink /proc/self/fd/N`); the requested range, widened to pages and
+//!   clamped to the stub's size (the whole file if the event has no range),
+//!   minus what is already populated, is copied from the source into the
+//!   event fd (`copy_file_range`, falling back to pread/pwrite; the event fd
+//!   never generates events), made durable (`fdatasync`), recorded, and the
+//!   event answered `FAN_ALLOW`; a failing source (missing, short) gets
+//!   `FAN_DENY_ERRNO(EIO)`.
+//! * State: the populated ranges of each stub live in its
+//!   `user.hsm.populated` xattr (`--state xattr`) or in a state file
+//!   (`--state PATH`), so a restarted daemon never fetches them again.  If a
+//!   file's range list would exceed 2 KiB, the smallest gaps are fetched too
+//!   until it fits.  A complete file loses its `user.hsm.stub` xattr, its
+//!   state and its mark.
+//! * Workers: events are handled by a pool of threads; events of one file
+//!   are serialised by a per-file lock, so a range asked for twice is
+//!   fetched once; different files are filled in parallel.
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use fanotify::consts::*;
+use fanotify::{Event, Fanotify, Response};
+use hsm::ranges::{page_span, RangeSet};
+use hsm::stats::Counters;
+use hsm::{state, xattr, EXIT_UNSUPPORTED, PAGE, POPULATED_XATTR, STUB_XATTR};
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(
+    name = "hsm-serve",
+    about = "Fill HSM stubs under DST from SRC on fanotify pre-content events",
+    after_help = "Prints 'ready: marked=N complete=N ...' on stdout once its marks are in place, \
+                  and a 'stats: events=N fetched_bytes=N files_completed=N errors=N duplicates=N \
+                  p50_us=N p90_us=N p99_us=N max_us=N' line on SIGUSR1 and on exit (SIGINT, \
+                  SIGTERM).\n\
+                  Exit status: 0 after SIGINT/SIGTERM; 1 error; 2 bad usage; 3 the kernel or \
+                  filesystem lacks the needed fanotify feature (e.g. FAN_PRE_FAULT)."
+)]
+struct Cli {
+    /// The tree (or file) holding the real content.
+    src: PathBuf,
+    /// The stub tree (or stub file) made by hsm-populate.
+    dst: PathBuf,
+    /// fault: FAN_PRE_ACCESS|FAN_PRE_FAULT (pages fetched as they are faulted);
+    /// mmap: FAN_PRE_ACCESS only (mainline: the whole mapped range at mmap()).
+    #[arg(long, value_enum, default_value_t = Mode::Fault)]
+    mode: Mode,
+    /// Worker threads.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    workers: u32,
+    /// Where populated ranges are kept: "xattr" (user.hsm.populated on each
+    /// stub) or the path of a state file.
+    #[arg(long, default_value = "xattr")]
+    state: String,
+    /// Sleep this long before each fetch (simulates a slow remote store).
+    #[arg(long, default_value_t = 0)]
+    fetch_delay_ms: u64,
+    /// Skip the fdatasync of each fill before its state is recorded.
+    #[arg(long)]
+    no_sync: bool,
+    /// Log every event to stderr.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Debug)]
+enum Mode {
+    Fault,
+    Mmap,
+}
+
+/// A missing kernel or filesystem feature (exit status 3).
+#[derive(Debug)]
+struct Unsupported(String);
+
+impl std::fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unsupported {}
+
+/// Longest encoded range list kept per file (fits an ext4 xattr block).
+const MAX_STATE: usize = 2048;
+
+/// Where the populated ranges live.
+enum Store {
+    Xattr,
+    File {
+        path: PathBuf,
+        map: Mutex<BTreeMap<PathBuf, RangeSet>>,
+    },
+}
+
+impl Store {
+    fn open(spec: &str) -> Result<Self> {
+        if spec == "xattr" {
+            return Ok(Store::Xattr);
+        }
+        let path = PathBuf::from(spec);
+        let map = match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                state::decode(&text).with_context(|| format!("state file {}", path.display()))?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(e).with_context(|| format!("read state file {}", path.display())),
+        };
+        Ok(Store::File {
+            path,
+            map: Mutex::new(map),
+        })
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Store::Xattr => "xattr".into(),
+            Store::File { path, .. } => path.display().to_string(),
+        }
+    }
+
+    fn load(&self, fd: BorrowedFd<'_>, rel: &Path) -> Result<RangeSet> {
+        match self {
+            Store::Xattr => match xattr::fget(fd, POPULATED_XATTR)
+                .with_context(|| format!("read {POPULATED_XATTR} of {}", rel.display()))?
+            {
+                None => Ok(RangeSet::new()),
+                Some(v) => RangeSet::decode(&String::from_utf8_lossy(&v))
+                    .with_context(|| format!("{POPULATED_XATTR} of {}", rel.display())),
+            },
+            Store::File { map, .. } => Ok(lock(map).get(rel).cloned().unwrap_or_default()),
+        }
+    }
+
+    fn save(&self, fd: BorrowedFd<'_>, rel: &Path, r: &RangeSet) -> Result<()> {
+        match self {
+            Store::Xattr => xattr::fset(fd, POPULATED_XATTR, r.encode().as_bytes())
+                .with_context(|| format!("write {POPULATED_XATTR} of {}", rel.display())),
+            Store::File { path, map } => {
+                let mut m = lock(map);
+                m.insert(rel.to_path_buf(), r.clone());
+                write_state_file(path, &m)
+            }
+        }
+    }
+
+    fn forget(&self, fd: BorrowedFd<'_>, rel: &Path) -> Result<()> {
+        match self {
+            Store::Xattr => xattr::fremove(fd, POPULATED_XATTR)
+                .with_context(|| format!("remove {POPULATED_XATTR} of {}", rel.display())),
+            Store::File { path, map } => {
+                let mut m = lock(map);
+                if m.remove(rel).is_some() {
+                    write_state_file(path, &m)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn write_state_file(path: &Path, m: &BTreeMap<PathBuf, RangeSet>) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let mut f = File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
+    f.write_all(state::encode(m).as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("rename {} to {}", tmp.display(), path.display()))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// (st_dev, st_ino) of a stub.
+type FileKey = (u64, u64);
+
+struct Daemon {
+    group: Fanotify,
+    src: PathBuf,
+    dst: PathBuf,
+    mask: u64,
+    store: Store,
+    counters: Counters,
+    /// Per-file locks, by (st_dev, st_ino).
+    locks: Mutex<HashMap<FileKey, Arc<Mutex<()>>>>,
+    delay: Duration,
+    sync: bool,
+    verbose: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hsm-serve: error: {e:#}");
+            if e.downcast_ref::<Unsupported>().is_some() {
+                ExitCode::from(EXIT_UNSUPPORTED as u8)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let src =
+        std::fs::canonicalize(&cli.src).with_context(|| format!("source {}", cli.src.display()))?;
+    let dst = std::fs::canonicalize(&cli.dst)
+        .with_context(|| format!("destination {}", cli.dst.display()))?;
+    let store = Store::open(&cli.state)?;
+    let mask = match cli.mode {
+        Mode::Fault => FAN_PRE_ACCESS | FAN_PRE_FAULT,
+        Mode::Mmap => FAN_PRE_ACCESS,
+    };
+    let group = Fanotify::init(
+        FAN_CLASS_PRE_CONTENT | FAN_CLOEXEC | FAN_NONBLOCK,
+        (libc::O_RDWR | libc::O_LARGEFILE | libc::O_CLOEXEC) as u32,
+    )
+    .map_err(|e| match e.errno() {
+        Some(Errno::EINVAL) => anyhow!(Unsupported(format!(
+            "{e}: this kernel has no pre-content events (FAN_CLASS_PRE_CONTENT)"
+        ))),
+        Some(Errno::EPERM) => anyhow!("{e}: needs CAP_SYS_ADMIN"),
+        _ => anyhow!("{e}"),
+    })?;
+
+    // Signals are taken from a signalfd; block them before any thread starts
+    // so that every thread inherits the mask.
+    let mut sigs = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGUSR1] {
+        sigs.add(s);
+    }
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&sigs), None)
+        .context("block signals")?;
+    let sfd = SignalFd::with_flags(&sigs, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .context("signalfd")?;
+
+    let d = Arc::new(Daemon {
+        group,
+        src,
+        dst,
+        mask,
+        store,
+        counters: Counters::default(),
+        locks: Mutex::new(HashMap::new()),
+        delay: Duration::from_millis(cli.fetch_delay_ms),
+        sync: !cli.no_sync,
+        verbose: cli.verbose,
+    });
+    let (marked, complete) = d.mark_tree(cli.mode)?;
+
+    let (tx, rx) = mpsc::channel::<(Event, Instant)>();
+    let rx = Arc::new(Mutex::new(rx));
+    let workers: Vec<_> = (0..cli.workers)
+        .map(|i| {
+            let d = d.clone();
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("hsm-worker-{i}"))
+                .spawn(move || loop {
+                    let job = lock(&rx).recv();
+                    match job {
+                        Ok((ev, t0)) => d.handle(ev, t0),
+                        Err(_) => return,
+                    }
+                })
+                .context("spawn worker")
+        })
+        .collect::<Result<_>>()?;
+
+    println!(
+        "ready: marked={marked} complete={complete} mode={} workers={} state={} dst={}",
+        match cli.mode {
+            Mode::Fault => "fault",
+            Mode::Mmap => "mmap",
+        },
+        cli.workers,
+        d.store.name(),
+        d.dst.display()
+    );
+    flush();
+
+    let why = d.event_loop(&sfd, &tx)?;
+    drop(tx);
+    for w in workers {
+        let _ = w.join();
+    }
+    eprintln!("hsm-serve: exiting on {why:?}");
+    println!("{}", d.counters.line());
+    flush();
+    Ok(())
+}
+
+fn flush() {
+    let _ = std::io::stdout().flush();
+}
+
+impl Daemon {
+    /// Mark every incomplete stub under DST; finish complete ones.  Returns
+    /// (marked, found complete).
+    fn mark_tree(&self, mode: Mode) -> Result<(u64, u64)> {
+        let mut marked = 0;
+        let mut complete = 0;
+        let mut stack = vec![self.dst.clone()];
+        while let Some(p) = stack.pop() {
+            let m =
+                std::fs::symlink_metadata(&p).with_context(|| format!("stat {}", p.display()))?;
+            if m.is_dir() {
+                for e in std::fs::read_dir(&p).with_context(|| format!("read {}", p.display()))? {
+                    stack.push(e.with_context(|| format!("read {}", p.display()))?.path());
+                }
+                continue;
+            }
+            if !m.is_file() {
+                continue;
+            }
+            let Some(stub) = xattr::lget(&p, STUB_XATTR)
+                .with_context(|| format!("read {STUB_XATTR} of {}", p.display()))?
+            else {
+                continue;
+            };
+            let stub_size = parse_stub(&stub, &p)?;
+            let rel = self.rel(&p)?;
+            // Opened before any mark exists on it: no event.
+            let f = File::open(&p).with_context(|| format!("open {}", p.display()))?;
+            let ranges = self.store.load(f.as_fd(), &rel)?;
+            if ranges.covers(0, m.len().min(stub_size)) {
+                self.finish(f.as_fd(), &rel)?;
+                complete += 1;
+                continue;
+            }
+            drop(f);
+            self.group
+                .mark(FAN_MARK_ADD | FAN_MARK_DONT_FOLLOW, self.mask, &p)
+                .map_err(|e| match e.errno() {
+                    Some(Errno::EINVAL) if mode == Mode::Fault => anyhow!(Unsupported(format!(
+                        "{e}: this kernel rejects FAN_PRE_FAULT (no fault-time pre-content \
+                         events); use --mode mmap"
+                    ))),
+                    Some(Errno::EINVAL) => anyhow!(Unsupported(format!(
+                        "{e}: this kernel rejects FAN_PRE_ACCESS (no pre-content events)"
+                    ))),
+                    Some(Errno::EOPNOTSUPP) => anyhow!(Unsupported(format!(
+                        "{e}: the filesystem of {} does not allow pre-content marks \
+                         (ext4, xfs and btrfs do)",
+                        p.display()
+                    ))),
+                    _ => anyhow!("{e}"),
+                })?;
+            marked += 1;
+        }
+        Ok((marked, complete))
+    }
+
+    /// Wait for events and signals.  Returns the signal that ended it.
+    fn event_loop(&self, sfd: &SignalFd, tx: &mpsc::Sender<(Event, Instant)>) -> Result<Signal> {
+        loop {
+            let mut fds = [
+                PollFd::new(self.group.as_fd(), PollFlags::POLLIN),
+                PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e).context("poll"),
+            }
+            while let Some(si) = sfd.read_signal().context("read signalfd")? {
+                match Signal::try_from(si.ssi_signo as i32) {
+                    Ok(Signal::SIGUSR1) => {
+                        println!("{}", self.counters.line());
+                        flush();
+                    }
+                    Ok(s) => return Ok(s),
+                    Err(_) => {}
+                }
+            }
+            loop {
+                let events = self.group.read_events().context("read fanotify events")?;
+                if events.is_empty() {
+                    break;
+                }
+                let t0 = Instant::now();
+                for ev in events {
+                    if ev.mask & FAN_Q_OVERFLOW != 0 {
+                        eprintln!("hsm-serve: fanotify queue overflow");
+                        Counters::add(&self.counters.errors, 1);
+                    }
+                    if ev.needs_response() {
+                        tx.send((ev, t0))
+                            .map_err(|_| anyhow!("all workers are gone"))?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answer one permission event.
+    fn handle(&self, ev: Event, t0: Instant) {
+        let Some(fd) = ev.fd.as_ref() else { return };
+        let resp = if ev.mask & (FAN_PRE_ACCESS | FAN_PRE_FAULT) == 0 {
+            Response::Allow
+        } else {
+            match self.serve(&ev, fd.as_fd()) {
+                Ok(()) => Response::Allow,
+                Err(e) => {
+                    eprintln!("hsm-serve: denying with EIO: {e:#}");
+                    Counters::add(&self.counters.errors, 1);
+                    Response::DenyErrno(libc::EIO)
+                }
+            }
+        };
+        Counters::add(&self.counters.events, 1);
+        self.counters
+            .record_latency(t0.elapsed().as_micros() as u64);
+        if let Err(e) = self.group.respond(fd.as_fd(), resp) {
+            eprintln!("hsm-serve: {e}");
+            Counters::add(&self.counters.errors, 1);
+        }
+    }
+
+    fn rel(&self, p: &Path) -> Result<PathBuf> {
+        p.strip_prefix(&self.dst)
+            .map(Path::to_path_buf)
+            .map_err(|_| anyhow!("{} is not under {}", p.display(), self.dst.display()))
+    }
+
+    fn src_of(&self, rel: &Path) -> PathBuf {
+        if rel.as_os_str().is_empty() {
+            self.src.clone()
+        } else {
+            self.src.join(rel)
+        }
+    }
+
+    fn file_lock(&self, key: FileKey) -> Arc<Mutex<()>> {
+        lock(&self.locks).entry(key).or_default().clone()
+    }
+
+    /// Fill what the event asks for.  Err: deny it.
+    fn serve(&self, ev: &Event, fd: BorrowedFd<'_>) -> Result<()> {
+        let st = nix::sys::stat::fstat(fd.as_raw_fd()).context("fstat event fd")?;
+        let key = (st.st_dev, st.st_ino);
+        let flock = self.file_lock(key);
+        let _guard = lock(&flock);
+        let path = ev.path().context("readlink event fd")?;
+        let Some(stub) = xattr::fget(fd, STUB_XATTR)
+            .with_context(|| format!("read {STUB_XATTR} of {}", path.display()))?
+        else {
+            // Not (or no longer) a stub: completed while this was queued.
+            Counters::add(&self.counters.duplicates, 1);
+            return Ok(());
+        };
+        if path.to_string_lossy().ends_with(" (deleted)") {
+            bail!("{} was deleted", path.display());
+        }
+        let stub_size = parse_stub(&stub, &path)?;
+        let rel = self.rel(&path)?;
+        let limit = (st.st_size as u64).min(stub_size);
+        let mut ranges = self.store.load(fd, &rel)?;
+        let span = match ev.range() {
+            Some(r) => page_span(r.offset, r.count, PAGE, limit),
+            None => (limit > 0).then_some((0, limit)),
+        };
+        let missing = span.map_or_else(Vec::new, |(s, e)| ranges.missing(s, e));
+        let mut fetched = 0;
+        let res = if missing.is_empty() {
+            Counters::add(&self.counters.duplicates, 1);
+            Ok(())
+        } else {
+            self.fetch(&rel, fd, &missing, &mut ranges, &mut fetched)
+        };
+        if self.verbose {
+            eprintln!(
+                "hsm-serve: {} mask={:#x} range={:?} fetched={fetched} missing={missing:?}",
+                rel.display(),
+                ev.mask,
+                ev.range()
+            );
+        }
+        Counters::add(&self.counters.fetched_bytes, fetched);
+        if fetched > 0 {
+            if self.sync {
+                nix::unistd::fdatasync(fd.as_raw_fd())
+                    .with_context(|| format!("fdatasync {}", path.display()))?;
+            }
+            if ranges.covers(0, limit) {
+                self.finish(fd, &rel)?;
+                Counters::add(&self.counters.files_completed, 1);
+                lock(&self.locks).remove(&key);
+            } else {
+                self.store.save(fd, &rel, &ranges)?;
+            }
+        }
+        res
+    }
+
+    /// Copy the `missing` ranges from the source; then, while the range
+    /// list is too long to store, the smallest gaps.
+    fn fetch(
+        &self,
+        rel: &Path,
+        fd: BorrowedFd<'_>,
+        missing: &[(u64, u64)],
+        ranges: &mut RangeSet,
+        fetched: &mut u64,
+    ) -> Result<()> {
+        let sp = self.src_of(rel);
+        let src = File::open(&sp).with_context(|| format!("source {}", sp.display()))?;
+        if !src.metadata().map(|m| m.is_file()).unwrap_or(false) {
+            bail!("source {} is not a regular file", sp.display());
+        }
+        if !self.delay.is_zero() {
+            std::thread::sleep(self.delay);
+        }
+        for &(s, e) in missing {
+            copy_range(&src, fd, s, e).with_context(|| format!("fill {}", rel.display()))?;
+            ranges.insert(s, e);
+            *fetched += e - s;
+        }
+        while ranges.encode().len() > MAX_STATE {
+            let Some((s, e)) = ranges.smallest_gap() else {
+                break;
+            };
+            copy_range(&src, fd, s, e).with_context(|| format!("fill {}", rel.display()))?;
+            ranges.insert(s, e);
+            *fetched += e - s;
+        }
+        Ok(())
+    }
+
+    /// A complete file: no longer a stub, no state, no mark.
+    fn finish(&self, fd: BorrowedFd<'_>, rel: &Path) -> Result<()> {
+        xattr::fremove(fd, STUB_XATTR)
+            .with_context(|| format!("remove {STUB_XATTR} of {}", rel.display()))?;
+        self.store.forget(fd, rel)?;
+        // ENOENT: never marked (found complete at start-up) or removed.
+        match self.group.mark_fd(FAN_MARK_REMOVE, self.mask, fd, None) {
+            Err(e) if e.errno() != Some(Errno::ENOENT) => {
+                return Err(anyhow!("{e}")).context(format!("unmark {}", rel.display()))
+            }
+            _ => {}
+        }
+        if self.verbose {
+            eprintln!("hsm-serve: {} complete", rel.display());
+        }
+        Ok(())
+    }
+}
+
+fn parse_stub(v: &[u8], p: &Path) -> Result<u64> {
+    String::from_utf8_lossy(v)
+        .trim()
+        .parse()
+        .with_context(|| format!("{STUB_XATTR} of {} is not a size: {v:?}", p.display()))
+}
+
+/// Copy `[start, end)` of `src` to the same offsets of `dst`; a source that
+/// ends early is an error.
+fn copy_range(src: &File, dst: BorrowedFd<'_>, start: u64, end: u64) -> Result<()> {
+    let mut off_in = start as i64;
+    let mut off_out = start as i64;
+    let end = end as i64;
+    while off_in < end {
+        let len = (end - off_in).min(1 << 30) as usize;
+        match nix::fcntl::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), len) {
+            Ok(0) => bail!("short read: the source ends at {off_in}, before {end}"),
+            Ok(_) => {}
+            Err(Errno::EINTR) => {}
+            Err(Errno::EXDEV | Errno::EOPNOTSUPP | Errno::EINVAL | Errno::ENOSYS) => {
+                return copy_rw(src, dst, off_in as u64, end as u64);
+            }
+            Err(e) => return Err(e).context(format!("copy_file_range at {off_in}")),
+        }
+    }
+    Ok(())
+}
+
+fn copy_rw(src: &File, dst: BorrowedFd<'_>, mut off: u64, end: u64) -> Result<()> {
+    let mut buf = vec![0u8; 1 << 20];
+    while off < end {
+        let n = ((end - off) as usize).min(buf.len());
+        let got = nix::sys::uio::pread(src, &mut buf[..n], off as i64)
+            .with_context(|| format!("read source at {off}"))?;
+        if got == 0 {
+            bail!("short read: the source ends at {off}, before {end}");
+        }
+        let mut done = 0;
+        while done < got {
+            done += nix::sys::uio::pwrite(dst, &buf[done..got], (off + done as u64) as i64)
+                .with_context(|| format!("write at {}", off + done as u64))?;
+        }
+        off += got as u64;
+    }
+    Ok(())
+}

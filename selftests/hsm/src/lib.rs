@@ -1,0 +1,42 @@
+//! Shared code of the reference HSM tools (`hsm-populate`, `hsm-serve`,
+//! `hsm-validate`) and of the fpc-tests cases that drive them.
+//!
+//! * [`pattern`]: the page-pattern content `hsm-validate` writes and checks.
+//! * [`ranges`]: a set of byte ranges and its compact text encoding, the
+//!   populated-range state `hsm-serve` keeps per file.
+//! * [`xattr`]: `getxattr(2)` family wrappers (nix has none).
+//! * [`state`]: the state file format of `hsm-serve --state FILE`.
+//! * [`stats`]: the daemon's counters and latency histogram, and the parser
+//!   of the `stats:` lines it prints.
+//! * [`util`]: size and page-list arguments, a small deterministic RNG.
+//!
+//! # On-disk conventions (shared by the tools)
+//!
+//! * [`STUB_XATTR`] (`user.hsm.stub`) marks a file as an HSM stub; its value
+//!   is the stub's remote size in decimal.  `hsm-populate` sets it, and
+//!   `hsm-serve` removes it once the file is fully populated.  Only files
+//!   that carry it are watched by `hsm-serve`.
+//! * [`POPULATED_XATTR`] (`user.hsm.populated`) holds the populated ranges of
+//!   a stub when `hsm-serve --state xattr` (the default) is used; see
+//!   [`ranges::RangeSet::encode`] for the format.
+
+pub mod pattern;
+pub mod ranges;
+pub mod state;
+pub mod stats;
+pub mod util;
+pub mod xattr;
+
+/// Page size the tools align ranges to.
+pub const PAGE: u64 = 4096;
+
+/// Extended attribute that marks a stub (value: its remote size, decimal).
+pub const STUB_XATTR: &str = "user.hsm.stub";
+
+/// Extended attribute holding the populated ranges of a stub.
+pub const POPULATED_XATTR: &str = "user.hsm.populated";
+
+/// Exit code of the tools for "the kernel or filesystem lacks a feature"
+/// (e.g. `FAN_PRE_FAULT` rejected with `EINVAL`), distinct from plain errors
+/// (1) and usage errors (2).
+pub const EXIT_UNSUPPORTED: i32 = 3;

@@ -1,0 +1,211 @@
+//! Counters of `hsm-serve` and the `stats:` line it prints.
+//!
+//! The line is `stats: events=N fetched_bytes=N files_completed=N errors=N
+//! duplicates=N p50_us=N p90_us=N p99_us=N max_us=N`: space-separated
+//! `key=value` pairs after the `stats:` word, so scripts and tests can parse
+//! it with [`parse_line`].  Latencies are from reading an event to writing
+//! its response, in microseconds.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Linear buckets per power of two above [`LINEAR`]: values are kept to
+/// within 1/16 (6 %).
+const SUB: u64 = 16;
+/// Values below this have a bucket each.
+const LINEAR: u64 = 2 * SUB;
+
+/// A log-linear histogram of u64 values (microseconds here).
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    counts: Vec<u64>,
+    n: u64,
+    max: u64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn bucket(v: u64) -> usize {
+    if v < LINEAR {
+        return v as usize;
+    }
+    let msb = 63 - v.leading_zeros() as u64; // >= 5
+    let shift = msb - 4;
+    let m = v >> shift; // in [16, 32)
+    (LINEAR + (shift - 1) * SUB + (m - SUB)) as usize
+}
+
+/// Largest value that falls in bucket `i`.
+fn bucket_high(i: usize) -> u64 {
+    let i = i as u64;
+    if i < LINEAR {
+        return i;
+    }
+    let shift = (i - LINEAR) / SUB + 1;
+    let m = (i - LINEAR) % SUB + SUB;
+    ((m + 1) << shift).wrapping_sub(1)
+}
+
+impl Histogram {
+    pub fn new() -> Self {
+        Histogram {
+            counts: vec![0; bucket(u64::MAX) + 1],
+            n: 0,
+            max: 0,
+        }
+    }
+
+    pub fn record(&mut self, v: u64) {
+        self.counts[bucket(v)] += 1;
+        self.n += 1;
+        self.max = self.max.max(v);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.n
+    }
+
+    pub fn max(&self) -> u64 {
+        self.max
+    }
+
+    /// The `p`-th percentile (0 < p <= 100): an upper bound within 6 % of
+    /// the true value, never above the maximum.  0 when empty.
+    pub fn percentile(&self, p: f64) -> u64 {
+        if self.n == 0 {
+            return 0;
+        }
+        let rank = ((p / 100.0) * self.n as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, &c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return bucket_high(i).min(self.max);
+            }
+        }
+        self.max
+    }
+}
+
+/// The daemon's counters, shared by its threads.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Permission events answered.
+    pub events: AtomicU64,
+    /// Bytes copied from the source.
+    pub fetched_bytes: AtomicU64,
+    /// Files that became fully populated.
+    pub files_completed: AtomicU64,
+    /// Events denied because the source failed, and other failures.
+    pub errors: AtomicU64,
+    /// Events whose range was already populated (nothing fetched).
+    pub duplicates: AtomicU64,
+    pub latency_us: Mutex<Histogram>,
+}
+
+impl Counters {
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn record_latency(&self, us: u64) {
+        self.latency_us
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(us);
+    }
+
+    /// The `stats:` line.
+    pub fn line(&self) -> String {
+        let h = self
+            .latency_us
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        format!(
+            "stats: events={} fetched_bytes={} files_completed={} errors={} duplicates={} \
+             p50_us={} p90_us={} p99_us={} max_us={}",
+            g(&self.events),
+            g(&self.fetched_bytes),
+            g(&self.files_completed),
+            g(&self.errors),
+            g(&self.duplicates),
+            h.percentile(50.0),
+            h.percentile(90.0),
+            h.percentile(99.0),
+            h.max()
+        )
+    }
+}
+
+/// Parse a `stats:` line (or any `word: k=v k=v` line) into its pairs.
+/// `None` if the line does not start with `prefix`.
+pub fn parse_line(line: &str, prefix: &str) -> Option<BTreeMap<String, u64>> {
+    let rest = line.trim().strip_prefix(prefix)?;
+    Some(
+        rest.split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_contiguous_and_bounded() {
+        let mut last = 0;
+        for v in 0..100_000u64 {
+            let b = bucket(v);
+            assert!(b == last || b == last + 1, "gap at {v}");
+            assert!(bucket_high(b) >= v, "high of {v}");
+            assert!(bucket_high(b) - v <= v / 16 + 1, "precision at {v}");
+            last = b;
+        }
+        assert_eq!(bucket_high(bucket(u64::MAX)), u64::MAX);
+    }
+
+    #[test]
+    fn percentiles() {
+        let mut h = Histogram::new();
+        assert_eq!(h.percentile(50.0), 0);
+        for v in 1..=100u64 {
+            h.record(v * 10);
+        }
+        let cases = [(50.0, 500), (90.0, 900), (99.0, 990), (100.0, 1000)];
+        for (p, want) in cases {
+            let got = h.percentile(p);
+            assert!(
+                got >= want && got <= want + want / 16,
+                "p{p}: {got} vs {want}"
+            );
+        }
+        assert_eq!(h.max(), 1000);
+        assert_eq!(h.count(), 100);
+        let mut one = Histogram::new();
+        one.record(7);
+        assert_eq!(one.percentile(99.0), 7);
+    }
+
+    #[test]
+    fn line_round_trip() {
+        let c = Counters::default();
+        Counters::add(&c.events, 3);
+        Counters::add(&c.fetched_bytes, 8192);
+        c.record_latency(120);
+        let m = parse_line(&c.line(), "stats:").unwrap();
+        assert_eq!(m["events"], 3);
+        assert_eq!(m["fetched_bytes"], 8192);
+        assert_eq!(m["errors"], 0);
+        assert_eq!(m["max_us"], 120);
+        assert!(parse_line("ready: x=1", "stats:").is_none());
+    }
+}
