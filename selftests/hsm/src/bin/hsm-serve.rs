@@ -588,7 +588,7 @@ fn copy_range(src: &File, dst: BorrowedFd<'_>, start: u64, end: u64) -> Result<(
     while off_in < end {
         let len = (end - off_in).min(1 << 30) as usize;
         match nix::fcntl::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), len) {
-            Ok(0) => bail!("short read: the source ends at {off_in}, before {end}"),
+            Ok(0) => bail!("short read: the source has no data at {off_in} (the stub needs {end})"),
             Ok(_) => {}
             Err(Errno::EINTR) => {}
             Err(Errno::EXDEV | Errno::EOPNOTSUPP | Errno::EINVAL | Errno::ENOSYS) => {
@@ -607,7 +607,7 @@ fn copy_rw(src: &File, dst: BorrowedFd<'_>, mut off: u64, end: u64) -> Result<()
         let got = nix::sys::uio::pread(src, &mut buf[..n], off as i64)
             .with_context(|| format!("read source at {off}"))?;
         if got == 0 {
-            bail!("short read: the source ends at {off}, before {end}");
+            bail!("short read: the source has no data at {off} (the stub needs {end})");
         }
         let mut done = 0;
         while done < got {

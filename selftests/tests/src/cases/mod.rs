@@ -2,6 +2,14 @@
 
 use ltp::Test;
 
+mod hsm_complete;
+mod hsm_populate;
+mod hsm_restart;
+mod hsm_serve_fault;
+mod hsm_serve_mmap;
+mod hsm_source_gone;
+mod hsm_util;
+mod hsm_validate;
 mod pre_access_deny;
 mod pre_access_eventfd;
 mod pre_access_exec;
@@ -38,4 +46,11 @@ pub static ALL: &[Test] = &[
     pre_fault_listener_death::TEST,
     pre_fault_concurrency::TEST,
     pre_fault_dax::TEST,
+    hsm_validate::TEST,
+    hsm_populate::TEST,
+    hsm_serve_fault::TEST,
+    hsm_serve_mmap::TEST,
+    hsm_restart::TEST,
+    hsm_source_gone::TEST,
+    hsm_complete::TEST,
 ];

@@ -1,0 +1,103 @@
+//! hsm_complete: a file hsm-serve (fault mode) has fully populated no
+//! longer generates events.  Reading a stub whole (mapping and read(), size
+//! not a page multiple) fetches exactly its size, counts it complete,
+//! removes its user.hsm.stub / user.hsm.populated xattrs and its mark:
+//! reading and mapping it again with a cold page cache reaches the daemon
+//! with no event, while a control stub still does.  A restarted daemon does
+//! not mark the complete file (ready line: marked=1) and gets no event for
+//! it either.
+//!
+//! Guards issue 5 (HSM tools: a complete file costs nothing).
+
+use super::hsm_util::*;
+use crate::common::drop_cache;
+use ltp::fs::HSM_FILESYSTEMS;
+use ltp::res::OrBrok;
+use ltp::{tcheck, Ctx, Test};
+use nix::sys::signal::Signal;
+use std::time::Duration;
+
+pub const TEST: Test = Test {
+    name: "hsm_complete",
+    doc: "hsm-serve: a fully populated file loses its stub tag and mark; no more events, also after a restart",
+    needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS"],
+    filesystems: HSM_FILESYSTEMS,
+    tags: &[("issue", "5")],
+    timeout: Duration::from_secs(300),
+    run,
+    ..Test::DEFAULT
+};
+
+const PAGE: u64 = 4096;
+const SIZE: u64 = (1 << 20) + 3 * PAGE + 100;
+
+fn run(ctx: &Ctx) {
+    let src = ctx.path("src");
+    let dst = ctx.path("dst");
+    std::fs::create_dir(&src).or_brok("mkdir");
+    create_pattern(&src.join("full"), SIZE);
+    create_pattern(&src.join("control"), 64 * PAGE);
+    populate(&src, &dst);
+    let full = dst.join("full");
+    let control = dst.join("control");
+
+    let mut s = Serve::start(&serve_args(&src, &dst, "fault", &[]));
+    tcheck!(
+        kv(&s.ready, "marked") == 2,
+        "both stubs marked: {:?}",
+        s.ready
+    );
+    let (code, out) = validate(&full, &["--via", "both"]);
+    tcheck!(code == 0, "whole file exact: {out}");
+    let m0 = s.stats();
+    tcheck!(
+        kv(&m0, "fetched_bytes") == SIZE && kv(&m0, "files_completed") == 1,
+        "fetched exactly its {SIZE} bytes ({}) and completed it ({})",
+        kv(&m0, "fetched_bytes"),
+        kv(&m0, "files_completed")
+    );
+    tcheck!(
+        stub_tag(&full).is_none() && populated_xattr(&full).is_none(),
+        "the complete file has no user.hsm.stub or user.hsm.populated"
+    );
+
+    let e0 = kv(&m0, "events");
+    drop_cache(&full);
+    let (code, out) = validate(&full, &["--via", "both"]);
+    let m1 = s.stats();
+    tcheck!(code == 0, "re-read with a cold cache exact: {out}");
+    tcheck!(
+        kv(&m1, "events") == e0,
+        "re-reading the complete file sent no event ({} before, {} after)",
+        e0,
+        kv(&m1, "events")
+    );
+
+    // Control: the counter does move for a stub.
+    let (code, out) = validate(&control, &["--via", "mmap", "--sample", "2"]);
+    let m2 = s.stats();
+    tcheck!(
+        code == 0 && kv(&m2, "events") > kv(&m1, "events"),
+        "control stub: exact and events counted ({} -> {}): {out}",
+        kv(&m1, "events"),
+        kv(&m2, "events")
+    );
+    s.stop(Signal::SIGTERM);
+
+    // Restart: only the control stub is marked.
+    drop_cache(&full);
+    let mut s = Serve::start(&serve_args(&src, &dst, "fault", &[]));
+    tcheck!(
+        kv(&s.ready, "marked") == 1,
+        "restarted daemon marks only the incomplete stub: {:?}",
+        s.ready
+    );
+    let (code, out) = validate(&full, &["--via", "both"]);
+    let m3 = s.stats();
+    tcheck!(
+        code == 0 && kv(&m3, "events") == 0,
+        "complete file after the restart: exact, {} events: {out}",
+        kv(&m3, "events")
+    );
+    s.stop(Signal::SIGTERM);
+}

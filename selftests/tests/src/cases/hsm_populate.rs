@@ -1,0 +1,272 @@
+//! hsm_populate: `hsm-populate SRC DST` mirrors a tree as HSM stubs: every
+//! directory, regular file and symlink of SRC is at the same place in DST
+//! with the same type and mode (and mtime); regular files have their size,
+//! no allocated blocks and a `user.hsm.stub` tag holding that size; symlinks
+//! keep their target (dangling ones too).  A single file is mirrored as one
+//! stub.  A non-empty DST is refused (exit status != 0, DST untouched)
+//! unless --force, which turns it back into stubs; bad input (missing
+//! source, DST inside SRC, no arguments) fails with a message naming it.
+//!
+//! Guards issue 5 (HSM tools): the stub tree hsm-serve fills.
+
+use super::hsm_util::*;
+use ltp::fs::HSM_FILESYSTEMS;
+use ltp::res::OrBrok;
+use ltp::{tcheck, tfail, tpass, Ctx, Test};
+use std::ffi::OsStr;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::Duration;
+
+pub const TEST: Test = Test {
+    name: "hsm_populate",
+    doc: "hsm-populate: stubs of the right type, size, mode, target, no blocks; refuses a non-empty DST",
+    filesystems: HSM_FILESYSTEMS,
+    tags: &[("issue", "5")],
+    timeout: Duration::from_secs(120),
+    run,
+    ..Test::DEFAULT
+};
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Dir,
+    File(u64),
+    Symlink(&'static str),
+}
+
+struct Entry {
+    path: &'static str,
+    kind: Kind,
+    mode: u32,
+}
+
+/// Created in this order (parents first).
+const TREE: &[Entry] = &[
+    Entry {
+        path: "a",
+        kind: Kind::Dir,
+        mode: 0o755,
+    },
+    Entry {
+        path: "a/empty",
+        kind: Kind::File(0),
+        mode: 0o644,
+    },
+    Entry {
+        path: "a/one byte",
+        kind: Kind::File(1),
+        mode: 0o600,
+    },
+    Entry {
+        path: "a/page",
+        kind: Kind::File(4096),
+        mode: 0o640,
+    },
+    Entry {
+        path: "a/b",
+        kind: Kind::Dir,
+        mode: 0o700,
+    },
+    Entry {
+        path: "a/b/big",
+        kind: Kind::File((3 << 20) + 123),
+        mode: 0o755,
+    },
+    Entry {
+        path: "a/b/rel-link",
+        kind: Kind::Symlink("../page"),
+        mode: 0,
+    },
+    Entry {
+        path: "dangling",
+        kind: Kind::Symlink("does/not/exist"),
+        mode: 0,
+    },
+    Entry {
+        path: "setgid-dir",
+        kind: Kind::Dir,
+        mode: 0o2775,
+    },
+    Entry {
+        path: "setgid-dir/ro",
+        kind: Kind::File(5000),
+        mode: 0o444,
+    },
+];
+
+fn make_src(root: &Path) {
+    std::fs::create_dir(root).or_brok("mkdir src");
+    for e in TREE {
+        let p = root.join(e.path);
+        match e.kind {
+            Kind::Dir => std::fs::create_dir(&p).or_brok("mkdir"),
+            Kind::File(size) => create_pattern(&p, size),
+            Kind::Symlink(t) => std::os::unix::fs::symlink(t, &p).or_brok("symlink"),
+        }
+    }
+    // Modes last (read-only directories would refuse their children).
+    for e in TREE.iter().rev() {
+        if !matches!(e.kind, Kind::Symlink(_)) {
+            std::fs::set_permissions(root.join(e.path), PermissionsExt::from_mode(e.mode))
+                .or_brok("chmod");
+        }
+    }
+}
+
+/// Compare one mirrored entry; returns a description of the first mismatch.
+fn check_entry(src: &Path, dst: &Path, e: &Entry) -> Result<(), String> {
+    let s = std::fs::symlink_metadata(src.join(e.path)).map_err(|x| format!("src: {x}"))?;
+    let d = std::fs::symlink_metadata(dst.join(e.path)).map_err(|x| format!("missing: {x}"))?;
+    match e.kind {
+        Kind::Dir if !d.is_dir() => return Err("not a directory".into()),
+        Kind::File(size) => {
+            if !d.is_file() {
+                return Err("not a regular file".into());
+            }
+            if d.len() != size {
+                return Err(format!("size {} want {size}", d.len()));
+            }
+            if d.blocks() != 0 {
+                return Err(format!("{} blocks allocated, want 0", d.blocks()));
+            }
+            match stub_tag(&dst.join(e.path)) {
+                Some(v) if v == size.to_string() => {}
+                other => return Err(format!("user.hsm.stub is {other:?}, want {size}")),
+            }
+        }
+        Kind::Symlink(t) => {
+            let got = std::fs::read_link(dst.join(e.path)).map_err(|x| format!("readlink: {x}"))?;
+            if got != Path::new(t) {
+                return Err(format!("symlink to {got:?}, want {t:?}"));
+            }
+        }
+        Kind::Dir => {}
+    }
+    if !matches!(e.kind, Kind::Symlink(_)) && d.mode() & 0o7777 != e.mode {
+        return Err(format!("mode {:o} want {:o}", d.mode() & 0o7777, e.mode));
+    }
+    if d.mtime() != s.mtime() || d.mtime_nsec() != s.mtime_nsec() {
+        return Err(format!(
+            "mtime {}.{} want {}.{}",
+            d.mtime(),
+            d.mtime_nsec(),
+            s.mtime(),
+            s.mtime_nsec()
+        ));
+    }
+    Ok(())
+}
+
+fn check_tree(src: &Path, dst: &Path, what: &str) {
+    let mut bad = 0;
+    for e in TREE {
+        if let Err(why) = check_entry(src, dst, e) {
+            tfail!("{what}: {} ({:?}): {why}", e.path, e.kind);
+            bad += 1;
+        }
+    }
+    if bad == 0 {
+        tpass!(
+            "{what}: all {} entries mirrored with type, size, mode, mtime; files sparse and tagged",
+            TREE.len()
+        );
+    }
+}
+
+fn run(ctx: &Ctx) {
+    let src = ctx.path("src");
+    let dst = ctx.path("dst");
+    make_src(&src);
+
+    let out = populate(&src, &dst);
+    // src itself, a, a/b, setgid-dir; 5 files; 2 symlinks.
+    tcheck!(
+        out.contains("4 directories") && out.contains("5 files") && out.contains("2 symlinks"),
+        "summary line counts 4 directories, 5 files, 2 symlinks: {out:?}"
+    );
+    check_tree(&src, &dst, "tree");
+    let root = std::fs::metadata(&dst).or_brok("stat dst");
+    tcheck!(root.is_dir(), "DST is a directory");
+
+    // A non-empty DST is refused and left alone.
+    let marker = dst.join("a/page");
+    std::fs::write(&marker, b"local data").or_brok("write into dst");
+    let o = run_tool("hsm-populate", &[src.as_os_str(), dst.as_os_str()]);
+    let msg = text(&o.stderr);
+    if !o.status.success() && msg.contains("not empty") && msg.contains(&*dst.to_string_lossy()) {
+        tpass!("non-empty DST refused ({}): {msg}", o.status);
+    } else {
+        tfail!("non-empty DST: status {}, stderr {msg:?}", o.status);
+    }
+    let kept = std::fs::read(&marker).or_brok("read marker");
+    tcheck!(kept == b"local data", "the refused run left DST untouched");
+
+    // --force makes stubs again.
+    let o = run_tool(
+        "hsm-populate",
+        &[src.as_os_str(), dst.as_os_str(), OsStr::new("--force")],
+    );
+    tcheck!(
+        o.status.success(),
+        "--force into a non-empty DST: {}",
+        o.status
+    );
+    check_tree(&src, &dst, "after --force");
+
+    // One file.
+    let single = ctx.path("single-stub");
+    let o = run_tool(
+        "hsm-populate",
+        &[src.join("a/b/big").as_os_str(), single.as_os_str()],
+    );
+    let m = std::fs::symlink_metadata(&single);
+    match m {
+        Ok(m)
+            if o.status.success()
+                && m.is_file()
+                && m.len() == (3 << 20) + 123
+                && m.blocks() == 0
+                && m.mode() & 0o7777 == 0o755 =>
+        {
+            tpass!("single file: a sparse 0755 stub of {} bytes", m.len())
+        }
+        other => tfail!("single file: status {}, {other:?}", o.status),
+    }
+
+    // Bad input.
+    let missing = ctx.path("no-such-src");
+    let d1 = ctx.path("d1");
+    let inside = src.join("a/inside");
+    let cases: &[(&str, Vec<&OsStr>, i32, String)] = &[
+        (
+            "missing source",
+            vec![missing.as_os_str(), d1.as_os_str()],
+            1,
+            missing.to_string_lossy().into_owned(),
+        ),
+        (
+            "DST inside SRC",
+            vec![src.as_os_str(), inside.as_os_str()],
+            1,
+            "inside".to_string(),
+        ),
+        ("no arguments", vec![], 2, "Usage".to_string()),
+    ];
+    for (what, args, want_code, want_msg) in cases {
+        let o = run_tool("hsm-populate", args);
+        let msg = text(&o.stderr);
+        if code(&o.status) == *want_code && msg.contains(want_msg.as_str()) {
+            tpass!(
+                "{what}: exit {want_code}: {}",
+                msg.lines().next().unwrap_or("")
+            );
+        } else {
+            tfail!(
+                "{what}: exit {}, want {want_code} with {want_msg:?}: {msg:?}",
+                code(&o.status)
+            );
+        }
+    }
+    tcheck!(!inside.exists(), "DST inside SRC: nothing was created");
+}

@@ -1,0 +1,197 @@
+//! hsm_restart: hsm-serve stopped in the middle of fetching a file and
+//! started again never fetches a range twice, and the file ends up exact.
+//! A slow daemon (--fetch-delay-ms) serves the first 256 KiB of an 8 MiB
+//! stub page by page (MADV_RANDOM), then a reader faults the whole file and
+//! the daemon is stopped while it fetches (SIGTERM: it finishes the events it has read and exits
+//! 0; SIGKILL: it dies at once).  The recorded state (user.hsm.populated, or
+//! the --state file) covers part of the file; for SIGTERM it equals the
+//! bytes the daemon reported fetched.  After dropping the page cache (the
+//! kernel allows events the dead daemon left pending, so the reader may
+//! have cached zero pages), a new daemon serves the whole file: content
+//! exact, and it fetches exactly the bytes the state did not cover.
+//!
+//! Guards issue 5 (HSM tools: state survives a restart).
+
+use super::hsm_util::*;
+use crate::common::drop_cache;
+use ltp::fs::HSM_FILESYSTEMS;
+use ltp::res::OrBrok;
+use ltp::{tbrok, tcheck, tinfo, Ctx, Test};
+use nix::sys::signal::Signal;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const TEST: Test = Test {
+    name: "hsm_restart",
+    doc: "hsm-serve stopped mid-fetch (SIGTERM, SIGKILL) and restarted: nothing refetched, content exact",
+    needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS"],
+    filesystems: HSM_FILESYSTEMS,
+    tags: &[("issue", "5")],
+    timeout: Duration::from_secs(400),
+    run,
+    ..Test::DEFAULT
+};
+
+const PAGE: u64 = 4096;
+const SIZE: u64 = 8 << 20;
+
+struct Case {
+    what: &'static str,
+    stop: Signal,
+    /// None: xattr state; Some(name): a state file of that name.
+    state_file: Option<&'static str>,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        what: "SIGTERM, xattr state",
+        stop: Signal::SIGTERM,
+        state_file: None,
+    },
+    Case {
+        what: "SIGKILL, state file",
+        stop: Signal::SIGKILL,
+        state_file: Some("hsm.state"),
+    },
+];
+
+/// The ranges the state records for `rel`.
+fn recorded(c: &Case, dst: &Path, state: &Path, rel: &str) -> RangeSet {
+    match c.state_file {
+        None => populated_xattr(&dst.join(rel)).unwrap_or_default(),
+        Some(_) => {
+            let text = std::fs::read_to_string(state).unwrap_or_default();
+            hsm::state::decode(&text)
+                .or_brok("parse state file")
+                .remove(Path::new(rel))
+                .unwrap_or_default()
+        }
+    }
+}
+
+fn run(ctx: &Ctx) {
+    let src = ctx.path("src");
+    std::fs::create_dir(&src).or_brok("mkdir");
+    create_pattern(&src.join("file"), SIZE);
+    for (i, c) in CASES.iter().enumerate() {
+        let dst = ctx.path(&format!("dst{i}"));
+        populate(&src, &dst);
+        let state = ctx.path(c.state_file.unwrap_or("unused"));
+        let mut extra = vec!["--workers", "2"];
+        let state_s = state.to_string_lossy().into_owned();
+        if c.state_file.is_some() {
+            extra.extend(["--state", state_s.as_str()]);
+        }
+        let file = dst.join("file");
+
+        // First daemon: slow.
+        let mut slow = extra.clone();
+        slow.extend(["--fetch-delay-ms", "150"]);
+        let mut s = Serve::start(&serve_args(&src, &dst, "fault", &slow));
+        let (code, out) = validate(
+            &file,
+            &["--via", "mmap", "--pages", "0-63", "--advice", "random"],
+        );
+        tcheck!(code == 0, "{}: first 64 pages exact: {out}", c.what);
+        let first = s.stats();
+        // A reader of the whole file; stop the daemon while it fetches.
+        let mut reader = Command::new(tool("hsm-validate"))
+            .arg("check")
+            .arg(&file)
+            .args(["--via", "mmap", "--threads", "2", "--advice", "random"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .or_brok("spawn reader");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let now = s.stats();
+            if kv(&now, "events") >= kv(&first, "events") + 3 {
+                break;
+            }
+            if Instant::now() > deadline {
+                tbrok!("{}: the reader's faults reached no daemon", c.what);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let reading = matches!(reader.try_wait(), Ok(None));
+        let (st, last) = s.stop(c.stop);
+        tcheck!(
+            reading,
+            "{}: the daemon was stopped while the reader still waited for the file",
+            c.what
+        );
+        tinfo!("{}: first daemon ended: {st}", c.what);
+        let rc = reader.wait().or_brok("wait reader");
+        tinfo!(
+            "{}: the reader across the stop ended with {rc} (its result is not checked: \
+             pending events are allowed when the daemon goes away)",
+            c.what
+        );
+        let r1 = recorded(c, &dst, &state, "file");
+        tinfo!(
+            "{}: state after the stop: {} of {} bytes populated ({} ranges)",
+            c.what,
+            r1.total(),
+            SIZE,
+            r1.ranges().len()
+        );
+        tcheck!(
+            r1.covers(0, 64 * PAGE) && r1.total() < SIZE,
+            "{}: the state covers the first 64 pages and not the whole file",
+            c.what
+        );
+        if c.stop == Signal::SIGTERM {
+            let f1 = last.as_ref().map(|m| kv(m, "fetched_bytes"));
+            tcheck!(
+                st.code() == Some(0) && f1 == Some(r1.total()),
+                "{}: exit 0 and the {f1:?} bytes fetched are exactly the {} recorded",
+                c.what,
+                r1.total()
+            );
+        }
+
+        drop_cache(&file);
+        let mut s = Serve::start(&serve_args(&src, &dst, "fault", &extra));
+        let (code, out) = validate(&file, &["--via", "both"]);
+        tcheck!(
+            code == 0,
+            "{}: after the restart the whole file is exact: {out}",
+            c.what
+        );
+        let m = s.stats();
+        let f2 = kv(&m, "fetched_bytes");
+        tinfo!(
+            "{}: second daemon fetched {f2} bytes ({} recorded before, {SIZE} in all)",
+            c.what,
+            r1.total()
+        );
+        tcheck!(
+            f2 == SIZE - r1.total(),
+            "{}: the second daemon fetched only what the state lacked ({f2} = {SIZE} - {})",
+            c.what,
+            r1.total()
+        );
+        tcheck!(
+            kv(&m, "files_completed") == 1 && stub_tag(&file).is_none(),
+            "{}: the file is complete and no longer a stub",
+            c.what
+        );
+        if c.state_file.is_some() {
+            let left = recorded(c, &dst, &state, "file");
+            tcheck!(
+                left.is_empty(),
+                "{}: the complete file left the state file",
+                c.what
+            );
+        } else {
+            tcheck!(
+                populated_xattr(&file).is_none(),
+                "{}: the complete file has no user.hsm.populated",
+                c.what
+            );
+        }
+        s.stop(Signal::SIGTERM);
+    }
+}

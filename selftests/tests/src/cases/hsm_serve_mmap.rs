@@ -1,0 +1,92 @@
+//! hsm_serve_mmap: `hsm-serve --mode mmap` (FAN_PRE_ACCESS only, mainline's
+//! mmap-time event) serves the same stubs correctly: touching a few pages
+//! of a mapped 16 MiB stub shows the source's bytes, at the price of
+//! fetching the whole mapped file in one event at mmap() (the cost the
+//! fault mode avoids; compare hsm_serve_fault); the file is then complete.
+//! read() of another stub fetches what it reads, exactly.  Runs on the
+//! unpatched kernel too.
+//!
+//! Guards issue 5 (HSM tools) and requirement 1 (the default, mmap-time
+//! behaviour is unchanged).
+
+use super::hsm_util::*;
+use ltp::fs::HSM_FILESYSTEMS;
+use ltp::res::OrBrok;
+use ltp::{tcheck, tfail, tinfo, tpass, Ctx, Test};
+use nix::sys::signal::Signal;
+use std::time::Duration;
+
+pub const TEST: Test = Test {
+    name: "hsm_serve_mmap",
+    doc: "hsm-serve --mode mmap: a mapped stub is fetched whole at mmap(), exact; read() fetches what it reads",
+    needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS"],
+    filesystems: HSM_FILESYSTEMS,
+    tags: &[("issue", "5"), ("requirement", "1")],
+    timeout: Duration::from_secs(300),
+    run,
+    ..Test::DEFAULT
+};
+
+const PAGE: u64 = 4096;
+const BIG: u64 = 16 << 20;
+
+fn run(ctx: &Ctx) {
+    let src = ctx.path("src");
+    let dst = ctx.path("dst");
+    std::fs::create_dir(&src).or_brok("mkdir");
+    create_pattern(&src.join("big"), BIG);
+    create_pattern(&src.join("other"), 256 * PAGE);
+    populate(&src, &dst);
+
+    let mut s = Serve::start(&serve_args(&src, &dst, "mmap", &[]));
+    let before = s.stats();
+    let (code, out) = validate(
+        &dst.join("big"),
+        &["--via", "mmap", "--sample", "4", "--seed", "3"],
+    );
+    tcheck!(code == 0, "4 touched pages of the mapped stub exact: {out}");
+    let after = s.stats();
+    let fetched = kv(&after, "fetched_bytes") - kv(&before, "fetched_bytes");
+    let events = kv(&after, "events") - kv(&before, "events");
+    tinfo!(
+        "mmap mode: 4 touches of a {} file: {events} events, fetched {}",
+        mib(BIG),
+        mib(fetched)
+    );
+    tcheck!(
+        fetched == BIG && events == 1,
+        "mmap() fetched the whole file in one event ({fetched} bytes, {events} events)"
+    );
+    tcheck!(
+        kv(&after, "files_completed") == 1 && stub_tag(&dst.join("big")).is_none(),
+        "the mapped file is complete and no longer a stub"
+    );
+
+    // read() of 3 separate pages fetches those pages.
+    let (code, out) = validate(
+        &dst.join("other"),
+        &["--via", "pread", "--pages", "5,100,255"],
+    );
+    let last = s.stats();
+    let fetched = kv(&last, "fetched_bytes") - kv(&after, "fetched_bytes");
+    tcheck!(
+        code == 0 && fetched == 3 * PAGE,
+        "read() of 3 pages exact and fetched exactly them ({fetched} bytes): {out}"
+    );
+    let ranges = populated_xattr(&dst.join("other")).unwrap_or_default();
+    tcheck!(
+        ranges.ranges()
+            == [
+                (5 * PAGE, 6 * PAGE),
+                (100 * PAGE, 101 * PAGE),
+                (255 * PAGE, 256 * PAGE)
+            ],
+        "user.hsm.populated records exactly those pages: {}",
+        ranges.encode()
+    );
+    let (st, m) = s.stop(Signal::SIGTERM);
+    match (st.code(), m) {
+        (Some(0), Some(m)) if kv(&m, "errors") == 0 => tpass!("SIGTERM: exit 0, no errors"),
+        (c, m) => tfail!("SIGTERM: exit {c:?}, final stats {m:?}"),
+    }
+}
