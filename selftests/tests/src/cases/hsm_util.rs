@@ -172,7 +172,7 @@ impl Serve {
                 std::thread::sleep(Duration::from_millis(100));
                 let msg = s.stderr.lock().unwrap().join(" | ");
                 if code(&st) == hsm::EXIT_UNSUPPORTED {
-                    tconf!("hsm-serve: {msg}");
+                    tconf!("{msg}");
                 }
                 tbrok!("hsm-serve did not get ready ({st}): {msg}");
             }

@@ -6,6 +6,7 @@ mod hsm_complete;
 mod hsm_populate;
 mod hsm_restart;
 mod hsm_serve_fault;
+mod hsm_serve_errors;
 mod hsm_serve_mmap;
 mod hsm_source_gone;
 mod hsm_util;
@@ -50,6 +51,7 @@ pub static ALL: &[Test] = &[
     hsm_populate::TEST,
     hsm_serve_fault::TEST,
     hsm_serve_mmap::TEST,
+    hsm_serve_errors::TEST,
     hsm_restart::TEST,
     hsm_source_gone::TEST,
     hsm_complete::TEST,
