@@ -2,9 +2,11 @@
 # SPDX-License-Identifier: GPL-2.0
 # Per-patch checks of the committed series:
 #   - scripts/checkpatch.pl --strict on every patch (always)
-#   - with --build: the kernel builds at every step of the series, in a build
-#     directory of its own ($FPC_CACHE/build/steps), incrementally from one
-#     step to the next (the first step is a full build: ~15 min cold)
+#   - with --build: the kernel builds without warnings at every step of the
+#     series, in a build directory of its own ($FPC_CACHE/build/steps), with
+#     scripts/check-series.config (allnoconfig plus every option whose code
+#     the series touches), incrementally from one step to the next; then, on
+#     the last step, make rustfmtcheck, CLIPPY=1 and rustdoc report nothing
 # Prints one line per patch and a summary; exits non-zero on any failure.
 #
 # Usage: scripts/check-series.sh [--build]
@@ -37,19 +39,33 @@ done
 
 if [ $build = 1 ]; then
 	out="$FPC_CACHE/build/steps"
+	cfg="$FPC_TOP/scripts/check-series.config"
 	mkdir -p "$out"
-	cp "$FPC_BUILD/.config" "$out/.config" 2>/dev/null ||
-		die "no configured patched build in $FPC_BUILD; run scripts/build.sh first"
+	mk=(make -s -C "$wt" O="$out" LLVM="$FPC_LLVM" -j"$(nproc)")
 	for c in "${commits[@]}"; do
 		git -C "$wt" checkout -q --detach "$c"
 		subj=$(git -C "$wt" log -1 --format=%s "$c")
 		start=$(date +%s)
-		if make -s -C "$wt" O="$out" LLVM="$FPC_LLVM" -j"$(nproc)" olddefconfig bzImage modules >"$out/step.log" 2>&1; then
+		if KCONFIG_ALLCONFIG="$cfg" "${mk[@]}" allnoconfig >"$out/step.log" 2>&1 &&
+			"${mk[@]}" bzImage modules >>"$out/step.log" 2>&1 &&
+			! grep -E '(warning|error)[:\[]' "$out/step.log" >&2; then
 			echo "build: ok ($(( $(date +%s) - start )) s)  $subj"
 			pass=$((pass + 1))
 		else
 			echo "build: FAILED  $subj"
 			tail -20 "$out/step.log" | sed 's/^/    /'
+			fail=$((fail + 1))
+		fi
+	done
+	# The Rust of the whole series: rustfmt, clippy and rustdoc report nothing.
+	for t in rustfmtcheck "CLIPPY=1 bzImage" rustdoc; do
+		# shellcheck disable=SC2086 # $t is a make goal plus variables
+		if "${mk[@]}" $t >"$out/rust.log" 2>&1 && ! grep -E '(warning|error)[:\[]' "$out/rust.log" >&2; then
+			echo "rust: ok  make $t"
+			pass=$((pass + 1))
+		else
+			echo "rust: FAILED  make $t"
+			tail -30 "$out/rust.log" | sed 's/^/    /'
 			fail=$((fail + 1))
 		fi
 	done

@@ -1,0 +1,294 @@
+//! rust_lazy_mirror: the Rust sample samples/rust/rust_lazy_mirror.rs, a
+//! misc device whose Rust page fault handler serves a read-only mapping from
+//! a backing file, calls the fault-time pre-content hook through the Rust
+//! bindings (VmFault::pre_content) before it reads a page.  Checked from
+//! userspace: mmap() of the device sends nothing; touching page N sends one
+//! FAN_PRE_FAULT for exactly page N of the backing file, and the page shows
+//! the bytes the listener filled; re-touching sends nothing; a denied event
+//! gives SIGBUS; a page past the backing file's end gives SIGBUS; closing the
+//! listener with faults pending wakes them all; a writable mapping and a
+//! write-only backing fd are refused.
+//!
+//! Guards issue 4 (the Rust bindings have an in-tree user that works), and
+//! through it requirements 1-3 and 8 of the series for a Rust ->fault().
+
+use crate::common::*;
+use fanotify::consts::*;
+use fanotify::Response;
+use ltp::fs::HSM_FILESYSTEMS;
+use ltp::res::OrBrok;
+use ltp::{tbrok, tconf, tfail, tinfo, tpass, Ctx, Test};
+use nix::errno::Errno;
+use nix::sys::mman::{MapFlags, ProtFlags};
+use nix::sys::signal::Signal;
+use nix::sys::wait::WaitStatus;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const TEST: Test = Test {
+    name: "rust_lazy_mirror",
+    doc: "Rust ->fault() of the lazy mirror sample sends one FAN_PRE_FAULT per touched page",
+    needs_kconfigs: &[
+        "CONFIG_FANOTIFY_ACCESS_PERMISSIONS",
+        "CONFIG_SAMPLE_RUST_LAZY_MIRROR",
+    ],
+    filesystems: HSM_FILESYSTEMS,
+    tags: &[("issue", "4"), ("requirement", "3"), ("requirement", "8")],
+    run,
+    ..Test::DEFAULT
+};
+
+const DEV: &str = "/dev/rust-lazy-mirror";
+const FILE_PAGES: u64 = 64;
+
+nix::ioctl_write_ptr!(set_backing, b'|', 0xa0, u32);
+
+/// Open the device and give it `backing` (opened with `opts`).
+fn mirror_of(backing: &std::fs::File) -> nix::Result<std::fs::File> {
+    let dev = match std::fs::File::open(DEV) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tconf!("{DEV} missing: the lazy mirror sample is not built in")
+        }
+        Err(e) => tbrok!("open {DEV}: {e}"),
+    };
+    let fd = backing.as_raw_fd() as u32;
+    // SAFETY: the ioctl reads one u32 from a valid pointer.
+    unsafe { set_backing(dev.as_raw_fd(), &fd) }?;
+    Ok(dev)
+}
+
+fn open_ro(p: &Path) -> std::fs::File {
+    std::fs::File::open(p).or_brok("open backing")
+}
+
+/// Touch `pages` of a lazy backing file through the device; one event each,
+/// exactly that page, content filled.
+fn touch_pages(ctx: &Ctx, what: &str, pages: &[u64]) {
+    let path = ctx.path("backing");
+    create_sparse_file(&path, FILE_PAGES * PAGE);
+    let l = Listener::filling(lazy_group(&path, FAN_MARK_INODE));
+    let backing = open_ro(&path);
+    let dev = mirror_of(&backing).or_brok("LAZY_MIRROR_SET_BACKING");
+    let m = Map::new(
+        &dev,
+        0,
+        FILE_PAGES,
+        ProtFlags::PROT_READ,
+        MapFlags::MAP_SHARED,
+    )
+    .or_brok("mmap device");
+    if l.seen().is_empty() {
+        tpass!("{what}: mmap() of the device sent no event");
+    } else {
+        tfail!("{what}: mmap() of the device sent {:?}", l.seen());
+    }
+    for (i, &p) in pages.iter().enumerate() {
+        let data = m.read_page(p);
+        let seen = l.seen();
+        match seen.get(i..) {
+            Some([s]) if s.mask == FAN_PRE_FAULT => match s.range {
+                Some(r) if r.offset == p * PAGE && r.count == PAGE => {
+                    tpass!("{what}: page {p}: one FAN_PRE_FAULT for exactly that page")
+                }
+                r => tfail!("{what}: page {p}: event range {r:?}, want page {p}"),
+            },
+            other => tfail!("{what}: page {p}: want one new FAN_PRE_FAULT, got {other:?}"),
+        }
+        match pattern_mismatch(p * PAGE, &data) {
+            None => tpass!("{what}: page {p} shows the filled bytes"),
+            Some(b) => tfail!(
+                "{what}: page {p} byte {b} is {:#x}, want {:#x}",
+                data[b],
+                pattern_byte(p * PAGE + b as u64)
+            ),
+        }
+    }
+    let before = l.seen().len();
+    for &p in pages {
+        m.touch(p);
+    }
+    let after = l.seen().len();
+    if after == before {
+        tpass!("{what}: re-touching sent no event");
+    } else {
+        tfail!("{what}: re-touching sent {} events", after - before);
+    }
+}
+
+fn deny(ctx: &Ctx) {
+    let path = ctx.path("denied");
+    create_sparse_file(&path, FILE_PAGES * PAGE);
+    let l = Listener::answering(
+        lazy_group(&path, FAN_MARK_INODE),
+        Response::DenyErrno(libc::EIO),
+    );
+    let backing = open_ro(&path);
+    let dev = mirror_of(&backing).or_brok("LAZY_MIRROR_SET_BACKING");
+    let m = Map::new(
+        &dev,
+        0,
+        FILE_PAGES,
+        ProtFlags::PROT_READ,
+        MapFlags::MAP_SHARED,
+    )
+    .or_brok("mmap device");
+    let st = in_child(|| {
+        // SAFETY: restoring the default action is always sound.
+        unsafe { libc::signal(libc::SIGBUS, libc::SIG_DFL) };
+        m.touch(9);
+        0
+    });
+    match st {
+        WaitStatus::Signaled(_, Signal::SIGBUS, _) => tpass!("denied: SIGBUS"),
+        other => tfail!("denied: want death by SIGBUS, got {other:?}"),
+    }
+    let n = l.stop().len();
+    if n == 1 {
+        tpass!("denied: one event (the retried fault sent none)");
+    } else {
+        tfail!("denied: {n} events for one fault");
+    }
+}
+
+fn past_eof(ctx: &Ctx) {
+    let path = ctx.path("short");
+    create_pattern_file(&path, 4 * PAGE);
+    let backing = open_ro(&path);
+    let dev = mirror_of(&backing).or_brok("LAZY_MIRROR_SET_BACKING");
+    let m = Map::new(&dev, 0, 8, ProtFlags::PROT_READ, MapFlags::MAP_SHARED).or_brok("mmap");
+    let ok = (0..4).all(|p| pattern_mismatch(p * PAGE, &m.read_page(p)).is_none());
+    if ok {
+        tpass!("unwatched backing file: pages 0-3 show its content");
+    } else {
+        tfail!("unwatched backing file: content differs");
+    }
+    let st = in_child(|| {
+        // SAFETY: restoring the default action is always sound.
+        unsafe { libc::signal(libc::SIGBUS, libc::SIG_DFL) };
+        m.touch(5);
+        0
+    });
+    match st {
+        WaitStatus::Signaled(_, Signal::SIGBUS, _) => tpass!("page past EOF: SIGBUS"),
+        other => tfail!("page past EOF: want death by SIGBUS, got {other:?}"),
+    }
+}
+
+fn listener_death(ctx: &Ctx) {
+    const THREADS: u64 = 4;
+    let path = ctx.path("orphan");
+    create_sparse_file(&path, FILE_PAGES * PAGE);
+    let group = lazy_group(&path, FAN_MARK_INODE);
+    let backing = open_ro(&path);
+    let dev = mirror_of(&backing).or_brok("LAZY_MIRROR_SET_BACKING");
+    let m = Arc::new(
+        Map::new(
+            &dev,
+            0,
+            FILE_PAGES,
+            ProtFlags::PROT_READ,
+            MapFlags::MAP_SHARED,
+        )
+        .or_brok("mmap"),
+    );
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let m = m.clone();
+            std::thread::spawn(move || m.read_page(t * 8))
+        })
+        .collect();
+    let mut held = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (held.len() as u64) < THREADS && Instant::now() < deadline {
+        held.extend(
+            group
+                .wait_events(Duration::from_millis(100))
+                .or_brok("read events"),
+        );
+    }
+    tinfo!("listener holds {} unanswered events", held.len());
+    if held.len() as u64 != THREADS {
+        tfail!("want {THREADS} pending events, got {}", held.len());
+    }
+    let t0 = Instant::now();
+    drop(held);
+    drop(group);
+    let mut zeros = 0;
+    for t in threads {
+        let page = t.join().unwrap_or_else(|_| tbrok!("fault thread panicked"));
+        if page.iter().all(|&b| b == 0) {
+            zeros += 1;
+        }
+    }
+    let waited = t0.elapsed();
+    if waited < Duration::from_secs(10) && zeros == THREADS {
+        tpass!("listener closed: {THREADS} faults woke in {waited:?}, unfilled pages read zeros");
+    } else {
+        tfail!("listener closed: woke after {waited:?}, {zeros}/{THREADS} pages zero");
+    }
+}
+
+fn refused(ctx: &Ctx) {
+    let path = ctx.path("plain");
+    create_pattern_file(&path, 4 * PAGE);
+    let backing = open_ro(&path);
+    let dev = mirror_of(&backing).or_brok("LAZY_MIRROR_SET_BACKING");
+    let rw = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(DEV)
+        .or_brok("open device rw");
+    // SAFETY: the ioctl reads one u32 from a valid pointer.
+    unsafe { set_backing(rw.as_raw_fd(), &(backing.as_raw_fd() as u32)) }.or_brok("ioctl rw");
+    let cases: [(&str, nix::Result<()>, Errno); 3] = [
+        (
+            "writable shared mapping",
+            Map::new(
+                &rw,
+                0,
+                4,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+            )
+            .map(drop),
+            Errno::EACCES,
+        ),
+        (
+            "write-only backing fd",
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))
+                .and_then(|wo| mirror_of(&wo).map(drop)),
+            Errno::EBADF,
+        ),
+        (
+            "closed backing fd",
+            {
+                let fd = 1000u32;
+                // SAFETY: the ioctl reads one u32 from a valid pointer.
+                unsafe { set_backing(dev.as_raw_fd(), &fd) }.map(drop)
+            },
+            Errno::EBADF,
+        ),
+    ];
+    for (what, got, want) in cases {
+        match got {
+            Err(e) if e == want => tpass!("{what}: refused with {want}"),
+            other => tfail!("{what}: want {want}, got {other:?}"),
+        }
+    }
+}
+
+fn run(ctx: &Ctx) {
+    touch_pages(ctx, "scattered pages", &[5, 0, 63, 17]);
+    std::fs::remove_file(ctx.path("backing")).or_brok("unlink");
+    touch_pages(ctx, "neighbours", &[30, 31, 29]);
+    deny(ctx);
+    past_eof(ctx);
+    listener_death(ctx);
+    refused(ctx);
+}
