@@ -3,7 +3,8 @@
 //! of a mapped 16 MiB stub shows the source's bytes, at the price of
 //! fetching the whole mapped file in one event at mmap() (the cost the
 //! fault mode avoids; compare hsm_serve_fault); the file is then complete.
-//! read() of another stub fetches what it reads, exactly.  Runs on the
+//! read() of another stub fetches what it reads, exactly.  A single file
+//! can be served as SRC and DST.  Runs on the
 //! unpatched kernel too.
 //!
 //! Guards issue 5 (HSM tools) and requirement 1 (the default, mmap-time
@@ -89,4 +90,18 @@ fn run(ctx: &Ctx) {
         (Some(0), Some(m)) if kv(&m, "errors") == 0 => tpass!("SIGTERM: exit 0, no errors"),
         (c, m) => tfail!("SIGTERM: exit {c:?}, final stats {m:?}"),
     }
+
+    // A single file as SRC and DST.
+    let one_src = src.join("other");
+    let one = ctx.path("one-stub");
+    populate(&one_src, &one);
+    let mut s = Serve::start(&serve_args(&one_src, &one, "mmap", &[]));
+    let (code, out) = validate(&one, &["--via", "both"]);
+    let m = s.stats();
+    tcheck!(
+        kv(&s.ready, "marked") == 1 && code == 0 && kv(&m, "fetched_bytes") == 256 * PAGE,
+        "single-file SRC and DST: served exactly ({} bytes fetched): {out}",
+        kv(&m, "fetched_bytes")
+    );
+    s.stop(Signal::SIGTERM);
 }
