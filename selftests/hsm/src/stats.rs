@@ -1,7 +1,8 @@
 //! Counters of `hsm-serve` and the `stats:` line it prints.
 //!
 //! The line is `stats: events=N fetched_bytes=N files_completed=N errors=N
-//! duplicates=N p50_us=N p90_us=N p99_us=N max_us=N`: space-separated
+//! duplicates=N max_parallel=N p50_us=N p90_us=N p99_us=N max_us=N`
+//! (`max_parallel`: most fetches in progress at once): space-separated
 //! `key=value` pairs after the `stats:` word, so scripts and tests can parse
 //! it with [`parse_line`].  Latencies are from reading an event to writing
 //! its response, in microseconds.
@@ -105,12 +106,22 @@ pub struct Counters {
     pub errors: AtomicU64,
     /// Events whose range was already populated (nothing fetched).
     pub duplicates: AtomicU64,
+    /// Fetches in progress now, and the most there have been at once.
+    pub fetching: AtomicU64,
+    pub max_parallel: AtomicU64,
     pub latency_us: Mutex<Histogram>,
 }
 
 impl Counters {
     pub fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A fetch starts; returns a guard that ends it.
+    pub fn fetch_started(&self) -> FetchGuard<'_> {
+        let n = self.fetching.fetch_add(1, Ordering::Relaxed) + 1;
+        self.max_parallel.fetch_max(n, Ordering::Relaxed);
+        FetchGuard(self)
     }
 
     pub fn record_latency(&self, us: u64) {
@@ -130,17 +141,27 @@ impl Counters {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
             "stats: events={} fetched_bytes={} files_completed={} errors={} duplicates={} \
-             p50_us={} p90_us={} p99_us={} max_us={}",
+             max_parallel={} p50_us={} p90_us={} p99_us={} max_us={}",
             g(&self.events),
             g(&self.fetched_bytes),
             g(&self.files_completed),
             g(&self.errors),
             g(&self.duplicates),
+            g(&self.max_parallel),
             h.percentile(50.0),
             h.percentile(90.0),
             h.percentile(99.0),
             h.max()
         )
+    }
+}
+
+/// Ends a fetch counted by [`Counters::fetch_started`] when dropped.
+pub struct FetchGuard<'a>(&'a Counters);
+
+impl Drop for FetchGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetching.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -201,11 +222,18 @@ mod tests {
         Counters::add(&c.events, 3);
         Counters::add(&c.fetched_bytes, 8192);
         c.record_latency(120);
+        {
+            let _a = c.fetch_started();
+            let _b = c.fetch_started();
+        }
+        let _c = c.fetch_started();
         let m = parse_line(&c.line(), "stats:").unwrap();
         assert_eq!(m["events"], 3);
         assert_eq!(m["fetched_bytes"], 8192);
         assert_eq!(m["errors"], 0);
         assert_eq!(m["max_us"], 120);
+        assert_eq!(m["max_parallel"], 2);
+        assert_eq!(c.fetching.load(Ordering::Relaxed), 1);
         assert!(parse_line("ready: x=1", "stats:").is_none());
     }
 }

@@ -53,7 +53,7 @@ use std::time::{Duration, Instant};
     about = "Fill HSM stubs under DST from SRC on fanotify pre-content events",
     after_help = "Prints 'ready: marked=N complete=N ...' on stdout once its marks are in place, \
                   and a 'stats: events=N fetched_bytes=N files_completed=N errors=N duplicates=N \
-                  p50_us=N p90_us=N p99_us=N max_us=N' line on SIGUSR1 and on exit (SIGINT, \
+                  max_parallel=N p50_us=N p90_us=N p99_us=N max_us=N' line on SIGUSR1 and on exit (SIGINT, \
                   SIGTERM).\n\
                   Exit status: 0 after SIGINT/SIGTERM; 1 error; 2 bad usage; 3 the kernel or \
                   filesystem lacks the needed fanotify feature (e.g. FAN_PRE_FAULT)."
@@ -534,6 +534,7 @@ impl Daemon {
         if !src.metadata().map(|m| m.is_file()).unwrap_or(false) {
             bail!("source {} is not a regular file", sp.display());
         }
+        let _fetching = self.counters.fetch_started();
         if !self.delay.is_zero() {
             std::thread::sleep(self.delay);
         }
