@@ -12,6 +12,7 @@ mod hsm_serve_workers;
 mod hsm_source_gone;
 mod hsm_util;
 mod hsm_validate;
+mod kunit_rust;
 mod pre_access_deny;
 mod pre_access_eventfd;
 mod pre_access_exec;
@@ -29,6 +30,7 @@ mod pre_fault_matrix;
 mod pre_fault_readahead;
 mod pre_fault_reuse;
 mod pre_fault_seq;
+mod rust_lazy_mirror;
 
 pub static ALL: &[Test] = &[
     pre_access_rw::TEST,
@@ -48,6 +50,8 @@ pub static ALL: &[Test] = &[
     pre_fault_listener_death::TEST,
     pre_fault_concurrency::TEST,
     pre_fault_dax::TEST,
+    rust_lazy_mirror::TEST,
+    kunit_rust::TEST,
     hsm_validate::TEST,
     hsm_populate::TEST,
     hsm_serve_fault::TEST,
