@@ -10,6 +10,7 @@ mod hsm_serve_fault;
 mod hsm_serve_mmap;
 mod hsm_serve_workers;
 mod hsm_source_gone;
+mod hsm_state_compact;
 mod hsm_util;
 mod hsm_validate;
 mod kunit_rust;
@@ -61,4 +62,5 @@ pub static ALL: &[Test] = &[
     hsm_restart::TEST,
     hsm_source_gone::TEST,
     hsm_complete::TEST,
+    hsm_state_compact::TEST,
 ];

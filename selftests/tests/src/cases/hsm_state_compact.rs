@@ -1,0 +1,99 @@
+//! hsm_state_compact: hsm-serve keeps a stub's populated-range list within
+//! 2 KiB (it must fit an xattr) by also fetching the smallest gaps.
+//! Touching every 4th page of a 4 MiB stub (256 separate pages, whose list
+//! would take about 3.5 KiB) leaves a user.hsm.populated of at most 2048
+//! bytes that covers every touched page and records exactly the bytes the
+//! daemon reports fetched, more than the touched pages (gaps were filled)
+//! and less than the file.  Reading the whole file afterwards is exact and
+//! the total fetched is the file size: no byte twice.
+//!
+//! Guards issue 5 (HSM tools: compact per-file state).
+
+use super::hsm_util::*;
+use ltp::res::OrBrok;
+use ltp::{tcheck, tinfo, Ctx, Fs, Test};
+use nix::sys::signal::Signal;
+use std::time::Duration;
+
+pub const TEST: Test = Test {
+    name: "hsm_state_compact",
+    doc: "hsm-serve: 256 scattered pages keep user.hsm.populated within 2 KiB (gaps fetched), exact, nothing twice",
+    needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS"],
+    filesystems: &[Fs::Ext4, Fs::Xfs],
+    tags: &[("issue", "5")],
+    timeout: Duration::from_secs(300),
+    run,
+    ..Test::DEFAULT
+};
+
+const PAGE: u64 = 4096;
+const PAGES: u64 = 1024;
+const STRIDE: u64 = 4;
+
+fn run(ctx: &Ctx) {
+    let src = ctx.path("src");
+    let dst = ctx.path("dst");
+    std::fs::create_dir(&src).or_brok("mkdir");
+    create_pattern(&src.join("f"), PAGES * PAGE);
+    populate(&src, &dst);
+    let file = dst.join("f");
+    let mut s = Serve::start(&serve_args(&src, &dst, "fault", &[]));
+
+    let touched: Vec<u64> = (0..PAGES).step_by(STRIDE as usize).collect();
+    let list = touched
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let (code, out) = validate(
+        &file,
+        &["--via", "mmap", "--advice", "random", "--pages", &list],
+    );
+    tcheck!(code == 0, "{} scattered pages exact: {out}", touched.len());
+    let m = s.stats();
+    let fetched = kv(&m, "fetched_bytes");
+    let raw = hsm::xattr::lget(&file, hsm::POPULATED_XATTR)
+        .or_brok("read user.hsm.populated")
+        .unwrap_or_default();
+    let ranges = RangeSet::decode(&text(&raw)).or_brok("decode user.hsm.populated");
+    tinfo!(
+        "{} touched pages: {} events, fetched {fetched} bytes, state {} bytes in {} ranges",
+        touched.len(),
+        kv(&m, "events"),
+        raw.len(),
+        ranges.ranges().len()
+    );
+    tcheck!(
+        !raw.is_empty() && raw.len() <= 2048,
+        "user.hsm.populated is {} bytes (at most 2048)",
+        raw.len()
+    );
+    let missing = touched
+        .iter()
+        .filter(|&&p| !ranges.covers(p * PAGE, (p + 1) * PAGE))
+        .count();
+    tcheck!(
+        missing == 0,
+        "{missing} touched pages not in the recorded ranges"
+    );
+    tcheck!(
+        ranges.total() == fetched,
+        "the state records exactly the fetched bytes ({} vs {fetched})",
+        ranges.total()
+    );
+    tcheck!(
+        fetched > touched.len() as u64 * PAGE && fetched < PAGES * PAGE,
+        "gaps were fetched to keep the list short: {fetched} bytes for {} touched pages",
+        touched.len()
+    );
+
+    let (code, out) = validate(&file, &["--via", "both"]);
+    let m = s.stats();
+    tcheck!(
+        code == 0 && kv(&m, "fetched_bytes") == PAGES * PAGE && stub_tag(&file).is_none(),
+        "whole file exact and complete, {} bytes fetched in all for {}: {out}",
+        kv(&m, "fetched_bytes"),
+        PAGES * PAGE
+    );
+    s.stop(Signal::SIGTERM);
+}
