@@ -373,7 +373,7 @@ impl LocalFile {
         let readable = unsafe {
             let inode = (*file).f_inode;
             let a_ops = (*(*file).f_mapping).a_ops;
-            (*inode).i_mode as u32 & bindings::S_IFMT == bindings::S_IFREG
+            u32::from((*inode).i_mode) & bindings::S_IFMT == bindings::S_IFREG
                 && (*inode).i_flags & bindings::S_DAX == 0
                 && !a_ops.is_null()
                 && (*a_ops).read_folio.is_some()

@@ -146,14 +146,14 @@ impl<'a> VmFault<'a> {
     /// Returns the faulting virtual address, rounded down to a page boundary.
     #[inline]
     pub fn address(&self) -> usize {
-        self.raw().__bindgen_anon_1.address as usize
+        self.raw().__bindgen_anon_1.address
     }
 
     /// Returns the index of the faulting page within the mapped object (`vm_pgoff` plus the
     /// page's offset in the VMA).
     #[inline]
     pub fn pgoff(&self) -> usize {
-        self.raw().__bindgen_anon_1.pgoff as usize
+        self.raw().__bindgen_anon_1.pgoff
     }
 
     /// Returns the `FAULT_FLAG_*` flags of the fault.
