@@ -5,7 +5,7 @@
 //! reading and mapping it again with a cold page cache reaches the daemon
 //! with no event, while a control stub still does.  A restarted daemon does
 //! not mark the complete file (ready line: marked=1) and gets no event for
-//! it either.
+//! it either.  SIGINT ends the daemon like SIGTERM (exit 0, final stats).
 //!
 //! Guards issue 5 (HSM tools: a complete file costs nothing).
 
@@ -82,7 +82,12 @@ fn run(ctx: &Ctx) {
         kv(&m1, "events"),
         kv(&m2, "events")
     );
-    s.stop(Signal::SIGTERM);
+    let (st, last) = s.stop(Signal::SIGINT);
+    tcheck!(
+        st.code() == Some(0) && last.is_some(),
+        "SIGINT: exit {:?} with a final stats line: {last:?}",
+        st.code()
+    );
 
     // Restart: only the control stub is marked.
     drop_cache(&full);
