@@ -82,14 +82,21 @@ fpc_base_commit() {
 # A worktree at the base with exactly the committed series applied (git am);
 # prints its path.  Reused between runs.
 fpc_series_worktree() {
-	local wt="$FPC_CACHE/linux-series"
-	if [ ! -e "$wt/.git" ]; then
-		git -C "$FPC_SRC" worktree prune
-		git -C "$FPC_SRC" worktree add -q --detach "$wt" "$FPC_BASE_TAG" >&2
-	fi
+	local wt="$FPC_CACHE/linux-series" scratch="$FPC_CACHE/linux-series-apply" d
+	for d in "$wt" "$scratch"; do
+		if [ ! -e "$d/.git" ]; then
+			git -C "$FPC_SRC" worktree prune
+			git -C "$FPC_SRC" worktree add -q --detach "$d" "$FPC_BASE_TAG" >&2
+		fi
+	done
+	# Apply in a scratch worktree, then move $wt to the result: git rewrites
+	# only the files that differ, so builds in $wt stay incremental.
+	git -C "$scratch" am --abort >/dev/null 2>&1 || true
+	git -C "$scratch" checkout -q -f --detach "$FPC_BASE_TAG" >&2
+	git -C "$scratch" clean -q -fdx >&2
+	"$FPC_TOP/scripts/apply.sh" "$scratch" >&2
 	git -C "$wt" am --abort >/dev/null 2>&1 || true
-	git -C "$wt" checkout -q -f --detach "$FPC_BASE_TAG" >&2
+	git -C "$wt" checkout -q -f --detach "$(git -C "$scratch" rev-parse HEAD)" >&2
 	git -C "$wt" clean -q -fdx >&2
-	"$FPC_TOP/scripts/apply.sh" "$wt" >&2
 	echo "$wt"
 }
