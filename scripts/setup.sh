@@ -15,7 +15,7 @@ HOST_PKGS=(
 	"clang$FPC_LLVM" "lld$FPC_LLVM" "llvm$FPC_LLVM" "libclang$FPC_LLVM-dev"
 	flex bison bc libelf-dev libssl-dev cpio kmod busybox-static
 	e2fsprogs xfsprogs btrfs-progs util-linux
-	qemu-system-x86 udev python3-venv rsync xz-utils git patch ndctl
+	qemu-system-x86 udev python3-venv rsync xz-utils git patch ndctl bindfs
 )
 
 # 1. Host packages (the machine's own suites; apt's default priorities).
