@@ -1,0 +1,188 @@
+//! fpc-bench: benchmarks of fault-time pre-content events.
+//!
+//! * `fpc-bench guest`: the measurements, inside the VM (scripts/bench.sh
+//!   boots each kernel once and runs it); prints `FPCB` sample lines.
+//! * `fpc-bench report`: on the host, pairs the samples of the base and
+//!   patched kernels run by run and prints the ratios (median, min, max,
+//!   runs, target met?), optionally as Markdown and as CSV for the plot.
+//! * `fpc-bench demo`: the rustc part of scripts/demo.sh, inside the VM.
+
+mod demo;
+mod guest;
+mod report;
+mod sys;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "fpc-bench",
+    about = "Benchmarks of fault-time fanotify pre-content events (FAN_PRE_FAULT)",
+    after_help = "scripts/bench.sh runs `guest` on the base and the patched kernel and then \
+                  `report`; scripts/demo.sh runs `demo`.  `guest` and `demo` need root and \
+                  make a loop-mounted ext4 image; run them in a test VM.\n\
+                  Exit status: 0 success, 1 error, 2 bad usage."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run measurements (in the VM) and print `FPCB <label> <metric> <run> <value>` lines.
+    Guest(GuestArgs),
+    /// Compute the ratios from the logs of the two kernels' guest runs.
+    Report(ReportArgs),
+    /// rustc --version from lazy copies of the toolchain, fault vs mmap mode (in the VM).
+    Demo(DemoArgs),
+}
+
+#[derive(clap::Args)]
+struct GuestArgs {
+    /// The toolchain to copy (the host's `rustc --print sysroot`).
+    #[arg(long)]
+    toolchain: PathBuf,
+    /// Label of the sample lines (e.g. base, patched).
+    #[arg(long)]
+    label: String,
+    /// Parts to run, comma-separated: p1,p2,p3,p4,p5 (p2 and p3 are one
+    /// measurement).
+    #[arg(long, default_value = "p1,p2,p3,p4,p5", value_delimiter = ',')]
+    parts: Vec<String>,
+    /// Directory for the ext4 image and the work files.
+    #[arg(long, default_value = "/tmp/fpc-bench")]
+    scratch: PathBuf,
+    /// Size of the (sparse) ext4 image, e.g. 3G.
+    #[arg(long, default_value = "3G", value_parser = size)]
+    image_size: u64,
+    /// Runs of P1 (each: cold, warm, cold-1, warm-1).
+    #[arg(long, default_value_t = 15)]
+    p1_runs: usize,
+    /// Size of the P1 file, e.g. 64M.
+    #[arg(long, default_value = "64M", value_parser = size)]
+    p1_size: u64,
+    /// Bytes of the P1 file touched in the cold one-read-per-fault pass.
+    #[arg(long, default_value = "8M", value_parser = size)]
+    p1_cold1_size: u64,
+    /// Runs of P2/P3 (each: native, fault mode, mmap mode).
+    #[arg(long, default_value_t = 3)]
+    p23_runs: usize,
+    /// Runs of P4 (each: native and HSM build).
+    #[arg(long, default_value_t = 3)]
+    p4_runs: usize,
+    /// Runs of P5 (each: native, HSM, bindfs).
+    #[arg(long, default_value_t = 7)]
+    p5_runs: usize,
+    /// Top-level paths of the toolchain not copied (comma-separated; "" for none).
+    #[arg(long, default_value = "share/doc", value_delimiter = ',')]
+    exclude: Vec<String>,
+    /// Also measure P3 and P4 with `hsm-serve --no-sync` (no fdatasync per fill).
+    #[arg(long)]
+    nosync: bool,
+}
+
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// Console log of the base kernel's guest run.
+    #[arg(long)]
+    base: PathBuf,
+    /// Console log of the patched kernel's guest run.
+    #[arg(long)]
+    patched: PathBuf,
+    /// Print the table as Markdown.
+    #[arg(long)]
+    markdown: bool,
+    /// Also write the ratios as CSV (for scripts/bench-plot.py).
+    #[arg(long)]
+    csv: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// The toolchain (the host's `rustc --print sysroot`).
+    #[arg(long)]
+    toolchain: PathBuf,
+    /// Directory for the ext4 image.
+    #[arg(long, default_value = "/tmp/fpc-bench-demo")]
+    scratch: PathBuf,
+    /// Size of the (sparse) ext4 image.
+    #[arg(long, default_value = "2G", value_parser = size)]
+    image_size: u64,
+    /// Top-level paths of the toolchain not populated (comma-separated; "" for none).
+    #[arg(long, default_value = "share/doc", value_delimiter = ',')]
+    exclude: Vec<String>,
+}
+
+fn size(s: &str) -> Result<u64, String> {
+    hsm::util::parse_size(s).map_err(|e| format!("{e:#}"))
+}
+
+fn clean(v: Vec<String>) -> Vec<String> {
+    v.into_iter()
+        .map(|s| s.trim().trim_matches('/').to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fpc-bench: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Guest(a) => {
+            let parts = clean(a.parts);
+            for p in &parts {
+                if !["p1", "p2", "p3", "p4", "p5"].contains(&p.as_str()) {
+                    bail!("unknown part {p:?} (parts: p1,p2,p3,p4,p5)");
+                }
+            }
+            if a.label.is_empty() || a.label.contains(char::is_whitespace) {
+                bail!("--label must be one word");
+            }
+            if a.p1_size < 1 << 20 || a.p1_cold1_size < 1 << 20 {
+                bail!("--p1-size and --p1-cold1-size must be at least 1M");
+            }
+            guest::run(&guest::Plan {
+                label: a.label,
+                toolchain: a.toolchain,
+                scratch: a.scratch,
+                image_size: a.image_size,
+                parts,
+                p1_runs: a.p1_runs,
+                p1_size: a.p1_size,
+                p1_cold1_size: a.p1_cold1_size,
+                p23_runs: a.p23_runs,
+                p4_runs: a.p4_runs,
+                p5_runs: a.p5_runs,
+                nosync: a.nosync,
+                exclude: clean(a.exclude),
+            })
+        }
+        Cmd::Report(a) => {
+            let base = report::read_samples(&a.base)?;
+            let patched = report::read_samples(&a.patched)?;
+            report::require_samples(&base, &a.base)?;
+            report::require_samples(&patched, &a.patched)?;
+            let rows = report::compute(&base, &patched);
+            print!("{}", report::table(&rows, a.markdown));
+            if let Some(p) = a.csv {
+                std::fs::write(&p, report::csv(&rows))
+                    .with_context(|| format!("write {}", p.display()))?;
+            }
+            Ok(())
+        }
+        Cmd::Demo(a) => demo::run(&a.toolchain, &a.scratch, a.image_size, &clean(a.exclude)),
+    }
+}
