@@ -19,11 +19,7 @@ pub fn run(toolchain: &Path, scratch: &Path, image_size: u64, exclude: &[String]
         bail!("{} has no bin/rustc: not a toolchain", toolchain.display());
     }
     let fs = Scratch::new(scratch, image_size).context("scratch ext4 filesystem")?;
-    let files = sys::walk(toolchain)?;
-    let kept: Vec<_> = files
-        .iter()
-        .filter(|(p, _)| !sys::excluded(toolchain, p, exclude))
-        .collect();
+    let kept = sys::walk_except(toolchain, exclude)?;
     let tree: u64 = kept.iter().map(|(_, m)| m.len()).sum();
     println!(
         "\n== rustc from a lazy copy of {} ({} files, {}{})",

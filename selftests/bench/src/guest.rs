@@ -39,6 +39,8 @@ pub struct Plan {
     pub p5_runs: usize,
     /// Also measure P3 and P4 with `hsm-serve --no-sync`.
     pub nosync: bool,
+    /// Also measure P2/P3 with lazy copies filled from the host's toolchain.
+    pub host_source: bool,
     /// Top-level paths of the toolchain left out of the copies.
     pub exclude: Vec<String>,
 }
@@ -216,7 +218,7 @@ fn p1(cx: &Ctx) -> Result<()> {
             Ok(Mapping::new(&f, len)?.touch(pages))
         })?;
         // Warm: everything cached; fault-around maps up to 16 pages a fault.
-        let warm = passes(4, &|| Ok(Mapping::new(&f, len)?.touch(pages)))?;
+        let warm = passes(8, &|| Ok(Mapping::new(&f, len)?.touch(pages)))?;
         // Cold, one page read per fault (MADV_RANDOM: no readahead), on the
         // first pages only (each fault waits for its read).
         let cold1 = passes(1, &|| {
@@ -231,7 +233,7 @@ fn p1(cx: &Ctx) -> Result<()> {
         // Warm, one fault per page: fault-around off.
         if let Some(orig) = &fa {
             set_fault_around("4096")?;
-            let warm1 = passes(2, &|| Ok(Mapping::new(&f, len)?.touch(pages)));
+            let warm1 = passes(3, &|| Ok(Mapping::new(&f, len)?.touch(pages)));
             set_fault_around(orig)?;
             cx.sample("p1.warm1.ns_per_page", run, warm1?);
         }
@@ -263,20 +265,57 @@ fn native_copy(cx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-/// A fresh lazy copy of the native copy, served in `mode` (`nosync`:
-/// `hsm-serve --no-sync`, no fdatasync per fill).
-fn lazy(cx: &Ctx, name: &str, mode: &str, nosync: bool) -> Result<(PathBuf, Serve)> {
+/// How a lazy copy is made and served.
+#[derive(Clone, Copy)]
+struct Lazy {
+    /// fault or mmap.
+    mode: &'static str,
+    /// `hsm-serve --no-sync`: no fdatasync per fill.
+    nosync: bool,
+    /// Filled from the host's toolchain (9p) rather than from the native
+    /// copy on the same ext4.
+    host: bool,
+}
+
+impl Lazy {
+    const FAULT: Lazy = Lazy {
+        mode: "fault",
+        nosync: false,
+        host: false,
+    };
+
+    /// `fault`, `mmap-nosync`, `fault-9p`, ...
+    fn name(self) -> String {
+        format!(
+            "{}{}{}",
+            self.mode,
+            if self.nosync { "-nosync" } else { "" },
+            if self.host { "-9p" } else { "" }
+        )
+    }
+}
+
+/// A fresh lazy copy at `<mnt>/<name>`, served as `how` says.
+fn lazy(cx: &Ctx, name: &str, how: Lazy) -> Result<(PathBuf, Serve)> {
     let dst = cx.fs.mnt.join(name);
     sys::remove_tree(&dst)?;
     let t = Instant::now();
-    let summary = sys::populate(&cx.native(), &dst)?;
+    let src = if how.host {
+        sys::populate_filtered(&cx.plan.toolchain, &dst, &cx.plan.exclude)?;
+        cx.plan.toolchain.clone()
+    } else {
+        sys::populate(&cx.native(), &dst)?;
+        cx.native()
+    };
     let populated = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let extra: &[&str] = if nosync { &["--no-sync"] } else { &[] };
-    let serve = Serve::start(&cx.native(), &dst, mode, extra)?;
+    let extra: &[&str] = if how.nosync { &["--no-sync"] } else { &[] };
+    let serve = Serve::start(&src, &dst, how.mode, extra)?;
     say!(
-        "{name}: populated in {populated:.1} s ({summary}); hsm-serve --mode {mode} {} ready in {:.1} s, {} marks",
-        extra.join(" "),
+        "{name}: stubs of {} populated in {populated:.1} s; hsm-serve --mode {} {}ready in {:.1} s, {} marks",
+        src.display(),
+        how.mode,
+        extra.iter().map(|e| format!("{e} ")).collect::<String>(),
         t.elapsed().as_secs_f64(),
         serve.ready.get("marked").copied().unwrap_or(0)
     );
@@ -296,17 +335,22 @@ fn p23(cx: &Ctx) -> Result<()> {
         say!("P2/P3 run {run}: native: {version}: {secs:.2} s, {touched} bytes touched");
         cx.sample("p3.native.secs", run, secs);
         cx.sample("p2.touched_bytes", run, touched as f64);
-        // Alternate the order of the modes between runs.
-        let mut modes = vec![("fault", false), ("mmap", false)];
-        if cx.plan.nosync {
-            modes.extend([("fault", true), ("mmap", true)]);
+        // Alternate the order of the variants between runs.
+        let mut variants = Vec::new();
+        for (nosync, host) in [(false, false), (true, false), (false, true)] {
+            if (nosync && !cx.plan.nosync) || (host && !cx.plan.host_source) {
+                continue;
+            }
+            for mode in ["fault", "mmap"] {
+                variants.push(Lazy { mode, nosync, host });
+            }
         }
         if run % 2 == 1 {
-            modes.reverse();
+            variants.reverse();
         }
-        for (mode, nosync) in modes {
-            let name = format!("{mode}{}", if nosync { "-nosync" } else { "" });
-            let (dst, serve) = lazy(cx, &format!("lazy-{name}"), mode, nosync)?;
+        for how in variants {
+            let name = how.name();
+            let (dst, serve) = lazy(cx, &format!("lazy-{name}"), how)?;
             sys::drop_caches()?;
             let r = sys::rustc_version(&dst);
             let stats = serve.stop()?;
@@ -400,7 +444,14 @@ fn p4_hsm(
     nosync: bool,
 ) -> Result<()> {
     let name = if nosync { "hsm-nosync" } else { "hsm" };
-    let (dst, serve) = lazy(cx, "lazy-p4", "fault", nosync)?;
+    let (dst, serve) = lazy(
+        cx,
+        "lazy-p4",
+        Lazy {
+            nosync,
+            ..Lazy::FAULT
+        },
+    )?;
     sys::drop_caches()?;
     let r = cargo_build(&dst, project, &work.join("target"), home);
     let stats = serve.stop()?;
@@ -505,7 +556,7 @@ fn p5(cx: &Ctx) -> Result<()> {
         .iter()
         .map(|p| p.strip_prefix(&native).map(Path::to_path_buf))
         .collect::<Result<_, _>>()?;
-    let (dst, serve) = lazy(cx, "lazy-p5", "fault", false)?;
+    let (dst, serve) = lazy(cx, "lazy-p5", Lazy::FAULT)?;
     let in_lazy: Vec<PathBuf> = rel.iter().map(|r| dst.join(r)).collect();
     // Populate: the first read() of each range is an event that fills it.
     let t = Instant::now();
@@ -523,15 +574,23 @@ fn p5(cx: &Ctx) -> Result<()> {
             .join(", "),
         t.elapsed().as_secs_f64()
     );
+    // Start every copy from the same state: nothing cached, then read back
+    // by the same warm-up reads (so the folios are alike; a filled copy
+    // would otherwise keep the folios its fills wrote).  The populated copy
+    // is complete: no mark, no event, plain readahead.
+    sys::drop_caches()?;
     let bind = Bindfs::mount(&native, &cx.plan.scratch.join("bindfs"))?;
     let mut configs: Vec<(&str, Vec<PathBuf>)> =
         vec![("native", big.clone()), ("hsm", in_lazy.clone())];
     if let Some(b) = &bind {
         configs.push(("bindfs", rel.iter().map(|r| b.0.join(r)).collect()));
     }
-    // Warm up every configuration once.
-    for (_, files) in &configs {
-        read_all(files)?;
+    // Warm up every configuration (twice: the second pass finds it all
+    // cached).
+    for _ in 0..2 {
+        for (_, files) in &configs {
+            read_all(files)?;
+        }
     }
     for run in 0..cx.plan.p5_runs {
         let k = configs.len();

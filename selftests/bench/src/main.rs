@@ -83,6 +83,10 @@ struct GuestArgs {
     /// Also measure P3 and P4 with `hsm-serve --no-sync` (no fdatasync per fill).
     #[arg(long)]
     nosync: bool,
+    /// Also measure P2/P3 with lazy copies filled from the toolchain itself
+    /// (the host's files over 9p) instead of the native copy.
+    #[arg(long)]
+    host_source: bool,
 }
 
 #[derive(clap::Args)]
@@ -167,6 +171,7 @@ fn run(cli: Cli) -> Result<()> {
                 p4_runs: a.p4_runs,
                 p5_runs: a.p5_runs,
                 nosync: a.nosync,
+                host_source: a.host_source,
                 exclude: clean(a.exclude),
             })
         }

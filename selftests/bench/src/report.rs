@@ -184,6 +184,14 @@ pub const RATIOS: &[RatioDef] = &[
         target: Some(Target::AtMost(0.2)),
     },
     RatioDef {
+        id: "P3 9p",
+        what: "the same with the lazy copies filled from the host's toolchain over 9p: fault mode / mmap mode",
+        num: (Patched, "p3.fault-9p.secs"),
+        den: (Patched, "p3.mmap-9p.secs"),
+        unit: "s",
+        target: Some(Target::AtMost(0.2)),
+    },
+    RatioDef {
         id: "P3 native",
         what: "rustc --version: time fault-mode HSM copy / native copy (both cold)",
         num: (Patched, "p3.fault.secs"),

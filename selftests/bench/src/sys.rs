@@ -138,9 +138,18 @@ pub fn cached_pages(f: &File) -> Result<u64> {
 /// Every regular file under `root` (symlinks not followed), with its
 /// metadata.
 pub fn walk(root: &Path) -> Result<Vec<(PathBuf, std::fs::Metadata)>> {
+    walk_except(root, &[])
+}
+
+/// [`walk`] without the `exclude` paths (relative to `root`) and what is
+/// below them.
+pub fn walk_except(root: &Path, exclude: &[String]) -> Result<Vec<(PathBuf, std::fs::Metadata)>> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(p) = stack.pop() {
+        if excluded(root, &p, exclude) {
+            continue;
+        }
         let m = std::fs::symlink_metadata(&p).with_context(|| format!("stat {}", p.display()))?;
         if m.is_dir() {
             for e in std::fs::read_dir(&p).with_context(|| format!("read {}", p.display()))? {
@@ -199,7 +208,13 @@ impl Scratch {
         std::fs::create_dir_all(dir).with_context(|| format!("mkdir {}", dir.display()))?;
         let img = dir.join("ext4.img");
         let mnt = dir.join("mnt");
-        let _ = Command::new("umount").arg("-l").arg(&mnt).status();
+        if mnt.exists() {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(&mnt)
+                .stderr(Stdio::null())
+                .status();
+        }
         std::fs::create_dir_all(&mnt).with_context(|| format!("mkdir {}", mnt.display()))?;
         let f = File::create(&img).with_context(|| format!("create {}", img.display()))?;
         f.set_len(size).context("size the image")?;
