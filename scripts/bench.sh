@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+# Benchmarks: boot the non-debug base kernel once (P1) and the non-debug
+# patched kernel once (P1-P5), run `fpc-bench guest` in each, then print the
+# ratios side by side (`fpc-bench report`) and plot them (matplotlib, in a
+# venv under $FPC_CACHE).  See "Benchmarks" in README.md.
+#
+# Usage: scripts/bench.sh [--patched DIR] [--base DIR] [--out DIR] [--quick] [-- GUEST-ARGS...]
+#   --patched DIR  patched kernel build dir (default $FPC_CACHE/build/patched-bench,
+#                  built with scripts/build.sh --bench if missing; env FPC_BENCH_PATCHED)
+#   --base DIR     base kernel build dir (default $FPC_CACHE/build/base-bench,
+#                  built with scripts/build.sh --bench --base if missing; env FPC_BENCH_BASE)
+#   --out DIR      where logs, table, CSV and PNG go (default $FPC_CACHE/bench/<date>)
+#   --quick        fewer runs (a smoke test; the numbers mean little)
+#   GUEST-ARGS     passed to `fpc-bench guest` in both VMs (see fpc-bench guest --help)
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+usage() { sed -n '3,15s/^# \{0,1\}//p' "$0"; }
+bad() { echo "error: $*" >&2; usage >&2; exit 2; }
+
+patched=${FPC_BENCH_PATCHED:-} base=${FPC_BENCH_BASE:-} out="" quick=0 extra=()
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--patched) [ $# -ge 2 ] || bad "$1 needs a directory"; patched=$2; shift 2 ;;
+	--base) [ $# -ge 2 ] || bad "$1 needs a directory"; base=$2; shift 2 ;;
+	--out) [ $# -ge 2 ] || bad "$1 needs a directory"; out=$2; shift 2 ;;
+	--quick) quick=1; shift ;;
+	-h|--help) usage; exit 0 ;;
+	--) shift; extra=("$@"); break ;;
+	*) bad "unknown argument $1" ;;
+	esac
+done
+[ "$(id -u)" = 0 ] || die "bench.sh must run as root (VM, loop devices)"
+start=$(date +%s)
+
+# Kernels: given ones must exist; default ones are built when missing.
+need_setup=0
+command -v vng >/dev/null || need_setup=1
+command -v bindfs >/dev/null || need_setup=1
+build=()
+if [ -z "$patched" ]; then
+	patched="$FPC_BUILD-bench"
+	[ -f "$patched/arch/x86/boot/bzImage" ] || build+=(patched)
+fi
+if [ -z "$base" ]; then
+	base="$FPC_BUILD_BASE-bench"
+	[ -f "$base/arch/x86/boot/bzImage" ] || build+=(base)
+fi
+[ ${#build[@]} = 0 ] || need_setup=1
+[ $need_setup = 0 ] || "$FPC_TOP/scripts/setup.sh"
+for k in ${build[@]+"${build[@]}"}; do
+	"$FPC_TOP/scripts/fetch-base.sh"
+	if [ "$k" = patched ]; then
+		"$FPC_TOP/scripts/apply.sh" "$FPC_SRC"
+		"$FPC_TOP/scripts/build.sh" --bench >/dev/null
+	else
+		"$FPC_TOP/scripts/build.sh" --bench --base >/dev/null
+	fi
+done
+for k in "$patched" "$base"; do
+	[ -f "$k/arch/x86/boot/bzImage" ] || die "no kernel image in $k"
+	if grep -qE '^CONFIG_(PROVE_LOCKING|DEBUG_VM|KASAN)=y' "$k/.config" 2>/dev/null; then
+		warn "$k is a debug kernel (PROVE_LOCKING/DEBUG_VM/KASAN): the numbers are not representative"
+	fi
+done
+patched=$(cd "$patched" && pwd) base=$(cd "$base" && pwd)
+
+(cd "$FPC_TOP/selftests" && cargo build --release --locked -q) || die "cargo build failed"
+bin="$FPC_TOP/selftests/target/release/fpc-bench"
+toolchain=$(rustc --print sysroot) || die "rustc not found"
+[ -x "$toolchain/bin/rustc" ] || die "$toolchain has no bin/rustc"
+
+# The plot's Python: matplotlib from PyPI in a venv of its own.
+venv="$FPC_TOOLS/plot-venv"
+mpl_version=3.10.8
+if ! "$venv/bin/python" -c "import matplotlib, sys; sys.exit(matplotlib.__version__ != '$mpl_version')" 2>/dev/null; then
+	info "pip install matplotlib==$mpl_version (venv $venv)"
+	python3 -m venv "$venv" || die "python3 -m venv failed (python3-venv missing? run scripts/setup.sh)"
+	"$venv/bin/pip" install -q "matplotlib==$mpl_version" || die "pip install matplotlib failed"
+fi
+
+[ -n "$out" ] || out="$FPC_CACHE/bench/$(date +%Y%m%d-%H%M%S)"
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+
+# --nosync and --host-source: the variants that explain P3 and P4 (README).
+guest_args=(--toolchain "$toolchain" --nosync --host-source)
+[ $quick = 0 ] || guest_args+=(--p1-runs 2 --p23-runs 1 --p4-runs 1 --p5-runs 2)
+guest_args+=(${extra[@]+"${extra[@]}"})
+
+# One boot per kernel.  8G: the toolchain copies live in a loop image on
+# the guest's tmpfs.
+run_guest() { # label kernel parts
+	local label=$1 kdir=$2 parts=$3 t0=$SECONDS
+	info "booting $label ($kdir): parts $parts"
+	"$FPC_TOP/scripts/vm-run.sh" --memory 8G "$kdir" -- \
+		"$bin" guest --label "$label" --parts "$parts" "${guest_args[@]}" | tee "$out/$label.log" ||
+		die "the $label guest run failed (log: $out/$label.log)"
+	info "$label: $((SECONDS - t0)) s"
+}
+run_guest base "$base" p1
+run_guest patched "$patched" p1,p2,p3,p4,p5
+
+{
+	echo "fpc-bench, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) host CPUs, TCG unless KVM was probed usable"
+	echo "base:    $base ($(cat "$base/include/config/kernel.release" 2>/dev/null || echo '?'))"
+	echo "patched: $patched ($(cat "$patched/include/config/kernel.release" 2>/dev/null || echo '?'))"
+	echo "toolchain: $("$toolchain/bin/rustc" --version)"
+	echo
+	"$bin" report --base "$out/base.log" --patched "$out/patched.log" --csv "$out/ratios.csv"
+} | tee "$out/table.txt"
+"$bin" report --base "$out/base.log" --patched "$out/patched.log" --markdown >"$out/table.md"
+"$venv/bin/python" "$FPC_TOP/scripts/bench-plot.py" "$out/ratios.csv" "$out/ratios.png" \
+	"fpc-bench $(date -u +%Y-%m-%d): patched vs base, TCG guest" >/dev/null ||
+	die "plot failed"
+info "results in $out: table.txt, table.md, ratios.csv, ratios.png, base.log, patched.log"
+info "bench.sh wall time: $(( $(date +%s) - start )) s"
