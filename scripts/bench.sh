@@ -49,8 +49,9 @@ if [ -z "$base" ]; then
 fi
 [ ${#build[@]} = 0 ] || need_setup=1
 [ $need_setup = 0 ] || "$FPC_TOP/scripts/setup.sh"
+[ ${#build[@]} = 0 ] || "$FPC_TOP/scripts/fetch-base.sh"
 for k in ${build[@]+"${build[@]}"}; do
-	"$FPC_TOP/scripts/fetch-base.sh"
+	info "building the $k bench kernel"
 	if [ "$k" = patched ]; then
 		"$FPC_TOP/scripts/apply.sh" "$FPC_SRC"
 		"$FPC_TOP/scripts/build.sh" --bench >/dev/null

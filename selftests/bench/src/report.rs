@@ -216,6 +216,14 @@ pub const RATIOS: &[RatioDef] = &[
         target: Some(Target::AtMost(1.02)),
     },
     RatioDef {
+        id: "P4 again",
+        what: "the same build again from that HSM copy (page cache dropped, daemon running) / native copy (cold)",
+        num: (Patched, "p4.hsm-again.secs"),
+        den: (Patched, "p4.native.secs"),
+        unit: "s",
+        target: None,
+    },
+    RatioDef {
         id: "P4 disk",
         what: "after that build: du of the HSM copy / du of the native copy",
         num: (Patched, "p4.hsm.du_bytes"),

@@ -386,6 +386,14 @@ impl Serve {
         }
     }
 
+    /// The current `stats:` pairs (SIGUSR1); the daemon keeps running.
+    pub fn stats(&mut self) -> Result<Kv> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR1).context("kill hsm-serve")?;
+        let line = self.wait_line("stats:", Duration::from_secs(300))?;
+        Ok(hsm::stats::parse_line(&line, "stats:").unwrap_or_default())
+    }
+
     /// SIGTERM, wait, and return the final `stats:` pairs.
     pub fn stop(mut self) -> Result<Kv> {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
