@@ -62,6 +62,13 @@ impl Ctx<'_> {
 
 pub fn run(plan: &Plan) -> Result<()> {
     let wants = |p: &str| plan.parts.iter().any(|x| x == p);
+    let copies = ["p2", "p3", "p4", "p5"].iter().any(|p| wants(p));
+    if copies && !plan.toolchain.join("bin/rustc").is_file() {
+        bail!(
+            "{} has no bin/rustc: not a toolchain (use rustc --print sysroot)",
+            plan.toolchain.display()
+        );
+    }
     let fs = Scratch::new(&plan.scratch, plan.image_size).context("scratch ext4 filesystem")?;
     let cx = Ctx { plan, fs };
     say!(
@@ -75,7 +82,7 @@ pub fn run(plan: &Plan) -> Result<()> {
     if wants("p1") {
         p1(&cx).context("P1")?;
     }
-    if ["p2", "p3", "p4", "p5"].iter().any(|p| wants(p)) {
+    if copies {
         native_copy(&cx).context("native copy of the toolchain")?;
     }
     if wants("p2") || wants("p3") {

@@ -12,7 +12,7 @@ mod guest;
 mod report;
 mod sys;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,12 +46,13 @@ struct GuestArgs {
     /// The toolchain to copy (the host's `rustc --print sysroot`).
     #[arg(long)]
     toolchain: PathBuf,
-    /// Label of the sample lines (e.g. base, patched).
-    #[arg(long)]
+    /// Label of the sample lines (one word, e.g. base, patched).
+    #[arg(long, value_parser = word)]
     label: String,
     /// Parts to run, comma-separated: p1,p2,p3,p4,p5 (p2 and p3 are one
     /// measurement).
-    #[arg(long, default_value = "p1,p2,p3,p4,p5", value_delimiter = ',')]
+    #[arg(long, default_value = "p1,p2,p3,p4,p5", value_delimiter = ',',
+          value_parser = clap::builder::PossibleValuesParser::new(["p1", "p2", "p3", "p4", "p5"]))]
     parts: Vec<String>,
     /// Directory for the ext4 image and the work files.
     #[arg(long, default_value = "/tmp/fpc-bench")]
@@ -60,22 +61,22 @@ struct GuestArgs {
     #[arg(long, default_value = "3G", value_parser = size)]
     image_size: u64,
     /// Runs of P1 (each: cold, warm, cold-1, warm-1).
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, default_value_t = 15, value_parser = runs)]
     p1_runs: usize,
-    /// Size of the P1 file, e.g. 64M.
-    #[arg(long, default_value = "64M", value_parser = size)]
+    /// Size of the P1 file, e.g. 64M (at least 1M).
+    #[arg(long, default_value = "64M", value_parser = mib_size)]
     p1_size: u64,
     /// Bytes of the P1 file touched in the cold one-read-per-fault pass.
-    #[arg(long, default_value = "8M", value_parser = size)]
+    #[arg(long, default_value = "8M", value_parser = mib_size)]
     p1_cold1_size: u64,
     /// Runs of P2/P3 (each: native, fault mode, mmap mode).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = runs)]
     p23_runs: usize,
     /// Runs of P4 (each: native and HSM build).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = runs)]
     p4_runs: usize,
     /// Runs of P5 (each: native, HSM, bindfs).
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, default_value_t = 7, value_parser = runs)]
     p5_runs: usize,
     /// Top-level paths of the toolchain not copied (comma-separated; "" for none).
     #[arg(long, default_value = "share/doc", value_delimiter = ',')]
@@ -125,6 +126,27 @@ fn size(s: &str) -> Result<u64, String> {
     hsm::util::parse_size(s).map_err(|e| format!("{e:#}"))
 }
 
+fn mib_size(s: &str) -> Result<u64, String> {
+    match size(s)? {
+        n if n < 1 << 20 => Err(format!("{s} is less than 1M")),
+        n => Ok(n),
+    }
+}
+
+fn runs(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=1000).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?} is not a number of runs (1-1000)")),
+    }
+}
+
+fn word(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{s:?} is not one word"));
+    }
+    Ok(s.to_string())
+}
+
 fn clean(v: Vec<String>) -> Vec<String> {
     v.into_iter()
         .map(|s| s.trim().trim_matches('/').to_string())
@@ -147,17 +169,6 @@ fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Guest(a) => {
             let parts = clean(a.parts);
-            for p in &parts {
-                if !["p1", "p2", "p3", "p4", "p5"].contains(&p.as_str()) {
-                    bail!("unknown part {p:?} (parts: p1,p2,p3,p4,p5)");
-                }
-            }
-            if a.label.is_empty() || a.label.contains(char::is_whitespace) {
-                bail!("--label must be one word");
-            }
-            if a.p1_size < 1 << 20 || a.p1_cold1_size < 1 << 20 {
-                bail!("--p1-size and --p1-cold1-size must be at least 1M");
-            }
             guest::run(&guest::Plan {
                 label: a.label,
                 toolchain: a.toolchain,
