@@ -267,10 +267,13 @@ impl<T: VmOperations> VmOpsVTable<T> {
         let data = unsafe {
             ArcBorrow::<T>::from_raw((*(*vmf).__bindgen_anon_1.vma).vm_private_data.cast())
         };
+        // Once `VmFault::pre_content` releases the fault lock, the VMA may be unmapped and
+        // `close` drop its reference: the handler holds one of its own for the whole call.
+        let data = Arc::from(data);
         // SAFETY: `vmf` is the argument of this running fault handler, which holds the fault
         // lock until it returns or `VmFault::pre_content` releases it.
         let vmf = unsafe { VmFault::from_raw(NonNull::new_unchecked(vmf)) };
-        T::fault(data, vmf).as_raw()
+        T::fault(data.as_arc_borrow(), vmf).as_raw()
     }
 
     const VTABLE: bindings::vm_operations_struct = bindings::vm_operations_struct {
