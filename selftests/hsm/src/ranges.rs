@@ -128,6 +128,17 @@ pub fn page_span(off: u64, count: u64, page: u64, limit: u64) -> Option<(u64, u6
     (start < end).then_some((start, end))
 }
 
+/// What `hsm-serve --fill-size FILL` fills for an event on
+/// `[off, off + count)`: the range widened to `fill`-aligned boundaries
+/// (down for the start, up for the end) and clamped to `limit`, or `None`
+/// when nothing of the range itself lies below `limit` (an event past the
+/// end fills nothing, even if its chunk starts inside the file).  `fill` is
+/// a power of two multiple of `page`.
+pub fn fill_span(off: u64, count: u64, page: u64, fill: u64, limit: u64) -> Option<(u64, u64)> {
+    page_span(off, count, page, limit)?;
+    page_span(off, count, fill, limit)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +227,34 @@ mod tests {
         ];
         for ((o, c, l), want) in cases {
             assert_eq!(page_span(o, c, 4096, l), want, "{o} {c} {l}");
+        }
+    }
+
+    #[test]
+    fn fill_size_spans() {
+        // hsm-serve --fill-size 64K: a one-page event widened to its 64 KiB
+        // chunk, clamped to the end of the file.
+        const K64: u64 = 64 << 10;
+        let size = 3 * K64 + 5 * 4096 + 123;
+        let cases = [
+            ((17 * 4096, 4096, size), Some((K64, 2 * K64))),
+            ((0, 1, size), Some((0, K64))),
+            ((K64 - 1, 2, size), Some((0, 2 * K64))),
+            ((3 * K64 + 4096, 4096, size), Some((3 * K64, size))),
+            ((size + 4096, 4096, size), None),
+            ((size - 1, 4096, size), Some((3 * K64, size))),
+            ((0, 0, size), None),
+        ];
+        for ((o, c, l), want) in cases {
+            assert_eq!(fill_span(o, c, 4096, K64, l), want, "{o} {c} {l}");
+        }
+        // A one-page fill size is page_span.
+        for (o, c) in [(0, 1), (4095, 2), (8192, 100_000), (size, 1)] {
+            assert_eq!(
+                fill_span(o, c, 4096, 4096, size),
+                page_span(o, c, 4096, size),
+                "{o} {c}"
+            );
         }
     }
 }

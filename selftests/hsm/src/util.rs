@@ -22,6 +22,24 @@ pub fn parse_size(s: &str) -> Result<u64> {
         .with_context(|| format!("size {s:?} is too large"))
 }
 
+/// Largest `hsm-serve --fill-size`.
+pub const MAX_FILL: u64 = 64 << 20;
+
+/// A fill granularity (`hsm-serve --fill-size`): a [`parse_size`] that is a
+/// power of two between one page ([`crate::PAGE`], 4K) and [`MAX_FILL`]
+/// (64M), so a whole number of pages.
+pub fn parse_fill_size(s: &str) -> Result<u64> {
+    let n = parse_size(s)?;
+    if !n.is_power_of_two() || !(crate::PAGE..=MAX_FILL).contains(&n) || n % crate::PAGE != 0 {
+        bail!(
+            "fill size {s:?} ({n} bytes) must be a power of two multiple of the {} byte page \
+             between 4K and 64M (e.g. 4K, 64K, 1M)",
+            crate::PAGE
+        );
+    }
+    Ok(n)
+}
+
 /// A page list: comma-separated page indices and inclusive ranges `A-B`,
 /// e.g. `0-9,100,200-299`.  Sorted and deduplicated.
 pub fn parse_pages(s: &str) -> Result<Vec<u64>> {
@@ -112,6 +130,27 @@ mod tests {
         for bad in ["", "K", "12Q", "-1", "1.5M", "99999999999999999999G"] {
             assert!(parse_size(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn fill_sizes() {
+        let ok = [
+            ("4K", 4096),
+            ("4096", 4096),
+            ("64K", 65536),
+            ("1M", 1 << 20),
+            ("64M", 64 << 20),
+        ];
+        for (s, want) in ok {
+            assert_eq!(parse_fill_size(s).unwrap(), want, "{s}");
+        }
+        for bad in [
+            "0", "2K", "2048", "12K", "96K", "128M", "1G", "", "4Q", "-4K",
+        ] {
+            assert!(parse_fill_size(bad).is_err(), "{bad:?} accepted");
+        }
+        let msg = format!("{:#}", parse_fill_size("12K").unwrap_err());
+        assert!(msg.contains("power of two") && msg.contains("64M"), "{msg}");
     }
 
     #[test]

@@ -10,13 +10,25 @@
 //!   unwatched even when it shares DST's filesystem, and a file's mark is
 //!   removed once it is complete, so it costs nothing afterwards.
 //! * Events: the event's file is mapped to SRC by its path relative to DST
-//!   (`readlink /proc/self/fd/N`); the requested range, widened to pages and
-//!   clamped to the stub's size (the whole file if the event has no range),
-//!   minus what is already populated, is copied from the source into the
+//!   (`readlink /proc/self/fd/N`); the requested range, widened to
+//!   `--fill-size` boundaries (pages by default) and clamped to the stub's
+//!   size (the whole file if the event has no range), minus what is already
+//!   populated, is copied from the source into the
 //!   event fd (`copy_file_range`, falling back to pread/pwrite; the event fd
 //!   never generates events), made durable (`fdatasync`), recorded, and the
 //!   event answered `FAN_ALLOW`; a failing source (missing, short) gets
 //!   `FAN_DENY_ERRNO(EIO)`.
+//! * Fill size (`--fill-size SIZE`, default 4K = one page; a power of two
+//!   from 4K to 64M): the granularity of fills.  A range is widened down and
+//!   up to multiples of SIZE, so one event fetches the whole aligned chunk
+//!   around what was asked for: more bytes fetched, fewer events (a
+//!   sequential reader of a cold stub gets about one event per SIZE instead
+//!   of one per readahead window or per page).  The fill writes the extra
+//!   pages through the event fd, so they enter the page cache filled, and
+//!   later faults on them are page-cache hits that send no event at all
+//!   (unless the filesystem cloned the range instead of copying it, e.g. a
+//!   reflink copy on xfs or btrfs with SRC on DST's filesystem, or the pages
+//!   were reclaimed: then the fault is an event that finds nothing to fetch).
 //! * State: the populated ranges of each stub live in its
 //!   `user.hsm.populated` xattr (`--state xattr`) or in a state file
 //!   (`--state PATH`), so a restarted daemon never fetches them again.  If a
@@ -31,8 +43,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use fanotify::consts::*;
 use fanotify::{Event, Fanotify, Response};
-use hsm::ranges::{page_span, RangeSet};
+use hsm::ranges::{fill_span, RangeSet};
 use hsm::stats::Counters;
+use hsm::util::parse_fill_size;
 use hsm::{state, xattr, EXIT_UNSUPPORTED, PAGE, POPULATED_XATTR, STUB_XATTR};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -77,6 +90,12 @@ struct Cli {
     /// Sleep this long before each fetch (simulates a slow remote store).
     #[arg(long, default_value_t = 0)]
     fetch_delay_ms: u64,
+    /// Fill granularity: each event's range is widened to multiples of SIZE
+    /// (clamped to the file's size), trading bytes fetched for fewer events.
+    /// A power of two from 4K (one page: only what was asked for) to 64M;
+    /// suffixes K, M.
+    #[arg(long, value_name = "SIZE", default_value = "4K", value_parser = parse_fill_size)]
+    fill_size: u64,
     /// Skip the fdatasync of each fill before its state is recorded.
     #[arg(long)]
     no_sync: bool,
@@ -208,6 +227,8 @@ struct Daemon {
     /// Per-file locks, by (st_dev, st_ino).
     locks: Mutex<HashMap<FileKey, Arc<Mutex<()>>>>,
     delay: Duration,
+    /// `--fill-size`: fills are widened to multiples of this.
+    fill: u64,
     sync: bool,
     verbose: bool,
 }
@@ -269,6 +290,7 @@ fn run(cli: Cli) -> Result<()> {
         counters: Counters::default(),
         locks: Mutex::new(HashMap::new()),
         delay: Duration::from_millis(cli.fetch_delay_ms),
+        fill: cli.fill_size,
         sync: !cli.no_sync,
         verbose: cli.verbose,
     });
@@ -294,12 +316,13 @@ fn run(cli: Cli) -> Result<()> {
         .collect::<Result<_>>()?;
 
     println!(
-        "ready: marked={marked} complete={complete} mode={} workers={} state={} dst={}",
+        "ready: marked={marked} complete={complete} mode={} workers={} fill_size={} state={} dst={}",
         match cli.mode {
             Mode::Fault => "fault",
             Mode::Mmap => "mmap",
         },
         cli.workers,
+        d.fill,
         d.store.name(),
         d.dst.display()
     );
@@ -483,7 +506,7 @@ impl Daemon {
         let limit = (st.st_size as u64).min(stub_size);
         let mut ranges = self.store.load(fd, &rel)?;
         let span = match ev.range() {
-            Some(r) => page_span(r.offset, r.count, PAGE, limit),
+            Some(r) => fill_span(r.offset, r.count, PAGE, self.fill, limit),
             None => (limit > 0).then_some((0, limit)),
         };
         let missing = span.map_or_else(Vec::new, |(s, e)| ranges.missing(s, e));

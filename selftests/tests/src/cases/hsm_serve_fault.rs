@@ -9,8 +9,11 @@
 //! threads) all see exact content and every byte is fetched once.  A small
 //! file read whole is fetched exactly once, byte for byte,
 //! and counted complete.  SIGTERM ends the daemon with status 0 and a final
-//! stats line.  On a kernel without FAN_PRE_FAULT hsm-serve exits 3 and the
-//! test is TCONF.
+//! stats line.  A second daemon with `--fill-size 64K` fills the whole
+//! aligned 64 KiB chunk around one touched page (clamped to the end of the
+//! file for the last, partial chunk) in one event, and the chunk reads back
+//! exact with nothing more fetched.  On a kernel without FAN_PRE_FAULT
+//! hsm-serve exits 3 and the test is TCONF.
 //!
 //! Guards issue 5 (HSM tools) and the purpose of the series: an HSM fetches
 //! what a program touches, not the whole mapped range.
@@ -38,6 +41,10 @@ const BIG: u64 = 64 << 20;
 const SHARED: u64 = 4 << 20;
 /// btrfs reads ahead 4 MiB; ext4 and xfs 128 KiB.
 const MAX_WINDOW: u64 = 4 << 20;
+/// `hsm-serve --fill-size` of the fill-size case.
+const FILL: u64 = 64 << 10;
+/// Its stub: three whole chunks and a partial one (EOF not page-aligned).
+const CHUNKED: u64 = 3 * FILL + 5 * PAGE + 123;
 
 struct Case {
     what: &'static str,
@@ -210,4 +217,79 @@ fn run(ctx: &Ctx) {
         ),
         (c, m) => tfail!("SIGTERM: exit {c:?}, final stats {m:?}"),
     }
+
+    fill_size(ctx);
+}
+
+/// `hsm-serve --fill-size 64K`: one touched page (MADV_RANDOM, so the fault
+/// asks for that page only) fetches its aligned 64 KiB chunk, clamped to
+/// EOF, in one event.
+fn fill_size(ctx: &Ctx) {
+    let src = ctx.path("fill-src");
+    let dst = ctx.path("fill-dst");
+    std::fs::create_dir(&src).or_brok("mkdir");
+    create_pattern(&src.join("chunked"), CHUNKED);
+    populate(&src, &dst);
+    let file = dst.join("chunked");
+    let mut s = Serve::start(&serve_args(&src, &dst, "fault", &["--fill-size", "64K"]));
+    tcheck!(
+        kv(&s.ready, "fill_size") == FILL,
+        "--fill-size 64K: ready line {:?}",
+        s.ready
+    );
+    // (page touched, the chunk it must fetch): inside the second chunk, and
+    // inside the last, partial one.
+    let touches = [
+        (FILL / PAGE + 1, (FILL, 2 * FILL)),
+        (3 * FILL / PAGE + 2, (3 * FILL, CHUNKED)),
+    ];
+    for (page, (start, end)) in touches {
+        let before = s.stats();
+        let (code, out) = validate(
+            &file,
+            &[
+                "--via",
+                "mmap",
+                "--pages",
+                &page.to_string(),
+                "--advice",
+                "random",
+            ],
+        );
+        let mid = s.stats();
+        let fetched = kv(&mid, "fetched_bytes") - kv(&before, "fetched_bytes");
+        let events = kv(&mid, "events") - kv(&before, "events");
+        tcheck!(
+            code == 0,
+            "--fill-size 64K: touched page {page} exact: {out}"
+        );
+        tcheck!(
+            fetched == end - start && events == 1,
+            "--fill-size 64K: touching page {page} fetched its chunk {start}-{end} \
+             ({} bytes) in one event: {fetched} bytes, {events} events",
+            end - start
+        );
+        // The whole chunk through read(): exact, already there.
+        let pages = format!("{}-{}", start / PAGE, (end - 1) / PAGE);
+        let (code, out) = validate(&file, &["--via", "pread", "--pages", &pages]);
+        let after = s.stats();
+        let more = kv(&after, "fetched_bytes") - kv(&mid, "fetched_bytes");
+        tcheck!(
+            code == 0 && more == 0,
+            "--fill-size 64K: pages {pages} (the chunk) exact through read(), fetched {more} \
+             more bytes: {out}"
+        );
+    }
+    let want: Vec<(u64, u64)> = touches.iter().map(|t| t.1).collect();
+    let got = populated_xattr(&file);
+    tcheck!(
+        got.as_ref().map(RangeSet::ranges) == Some(&want[..]) && stub_tag(&file).is_some(),
+        "--fill-size 64K: recorded ranges {got:?}, want {want:?}, still a stub"
+    );
+    let (st, last) = s.stop(Signal::SIGTERM);
+    tcheck!(
+        st.code() == Some(0) && last.as_ref().is_some_and(|m| kv(m, "errors") == 0),
+        "--fill-size 64K: SIGTERM: exit {:?}, no errors: {last:?}",
+        st.code()
+    );
 }
