@@ -3,7 +3,9 @@
 # Benchmarks: boot the non-debug base kernel once (P1) and the non-debug
 # patched kernel once (P1-P5), run `fpc-bench guest` in each, then print the
 # ratios side by side (`fpc-bench report`) and plot them (matplotlib, in a
-# venv under $FPC_CACHE).  See "Benchmarks" in README.md.
+# venv under $FPC_CACHE).  See "Benchmarks" in README.md.  The guests
+# also measure the --nosync, --host-source and --fill-size 1M variants
+# (hsm-serve --fill-size 1M: rows P2/P3/P4 fill).
 #
 # Usage: scripts/bench.sh [--patched DIR] [--base DIR] [--out DIR] [--quick] [-- GUEST-ARGS...]
 #   --patched DIR  patched kernel build dir (default $FPC_CACHE/build/patched-bench,
@@ -16,7 +18,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-usage() { sed -n '3,15s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '3,17s/^# \{0,1\}//p' "$0"; }
 bad() { echo "error: $*" >&2; usage >&2; exit 2; }
 
 patched=${FPC_BENCH_PATCHED:-} base=${FPC_BENCH_BASE:-} out="" quick=0 extra=()
@@ -85,8 +87,9 @@ fi
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
-# --nosync and --host-source: the variants that explain P3 and P4 (README).
-guest_args=(--toolchain "$toolchain" --nosync --host-source)
+# --nosync and --host-source: the variants that explain P3 and P4 (README);
+# --fill-size 1M: hsm-serve filling 1 MiB chunks (fewer events, more bytes).
+guest_args=(--toolchain "$toolchain" --nosync --host-source --fill-size 1M)
 [ $quick = 0 ] || guest_args+=(--p1-runs 2 --p23-runs 1 --p4-runs 1 --p5-runs 2)
 guest_args+=(${extra[@]+"${extra[@]}"})
 

@@ -8,6 +8,8 @@
 //! * P4: `cargo build` of a small generated project with the toolchain from
 //!   a cold lazy copy (fault mode) and from a cold native copy: time, and
 //!   disk use of the copies afterwards.
+//! * `--nosync`, `--host-source`, `--fill-size SIZE`: extra lazy-copy
+//!   variants of P2/P3 (and P4 for `--nosync` and `--fill-size`).
 //! * P5: warm read() throughput of the toolchain's big libraries: native,
 //!   lazy copy after population (daemon still running), bindfs.
 
@@ -41,6 +43,8 @@ pub struct Plan {
     pub nosync: bool,
     /// Also measure P2/P3 with lazy copies filled from the host's toolchain.
     pub host_source: bool,
+    /// Also measure P2/P3 and P4 (fault mode) with `hsm-serve --fill-size`.
+    pub fill_size: Option<u64>,
     /// Top-level paths of the toolchain left out of the copies.
     pub exclude: Vec<String>,
 }
@@ -84,6 +88,13 @@ pub fn run(plan: &Plan) -> Result<()> {
     }
     if copies {
         native_copy(&cx).context("native copy of the toolchain")?;
+    }
+    if let Some(fill) = plan
+        .fill_size
+        .filter(|_| ["p2", "p3", "p4"].iter().any(|p| wants(p)))
+    {
+        // For the report's descriptions of the fill rows.
+        cx.sample(crate::report::FILL_SIZE, 0, fill as f64);
     }
     if wants("p2") || wants("p3") {
         p23(&cx).context("P2/P3")?;
@@ -282,6 +293,8 @@ struct Lazy {
     /// Filled from the host's toolchain (9p) rather than from the native
     /// copy on the same ext4.
     host: bool,
+    /// `hsm-serve --fill-size`: fills widened to multiples of this.
+    fill: Option<u64>,
 }
 
 impl Lazy {
@@ -289,16 +302,30 @@ impl Lazy {
         mode: "fault",
         nosync: false,
         host: false,
+        fill: None,
     };
 
-    /// `fault`, `mmap-nosync`, `fault-9p`, ...
+    /// `fault`, `mmap-nosync`, `fault-9p`, `fault-fill`, ...
     fn name(self) -> String {
         format!(
-            "{}{}{}",
+            "{}{}{}{}",
             self.mode,
             if self.nosync { "-nosync" } else { "" },
-            if self.host { "-9p" } else { "" }
+            if self.host { "-9p" } else { "" },
+            if self.fill.is_some() { "-fill" } else { "" }
         )
+    }
+
+    /// The extra arguments of hsm-serve.
+    fn args(self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.nosync {
+            v.push("--no-sync".to_string());
+        }
+        if let Some(f) = self.fill {
+            v.extend(["--fill-size".to_string(), f.to_string()]);
+        }
+        v
     }
 }
 
@@ -316,8 +343,9 @@ fn lazy(cx: &Ctx, name: &str, how: Lazy) -> Result<(PathBuf, Serve)> {
     };
     let populated = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let extra: &[&str] = if how.nosync { &["--no-sync"] } else { &[] };
-    let serve = Serve::start(&src, &dst, how.mode, extra)?;
+    let extra = how.args();
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let serve = Serve::start(&src, &dst, how.mode, &extra)?;
     say!(
         "{name}: stubs of {} populated in {populated:.1} s; hsm-serve --mode {} {}ready in {:.1} s, {} marks",
         src.display(),
@@ -349,8 +377,20 @@ fn p23(cx: &Ctx) -> Result<()> {
                 continue;
             }
             for mode in ["fault", "mmap"] {
-                variants.push(Lazy { mode, nosync, host });
+                variants.push(Lazy {
+                    mode,
+                    nosync,
+                    host,
+                    fill: None,
+                });
             }
+        }
+        // --fill-size: fault mode only (P3 fill compares it with mmap mode).
+        if let Some(fill) = cx.plan.fill_size {
+            variants.push(Lazy {
+                fill: Some(fill),
+                ..Lazy::FAULT
+            });
         }
         if run % 2 == 1 {
             variants.reverse();
@@ -441,24 +481,16 @@ fn cargo_build(tc: &Path, project: &Path, target: &Path, cargo_home: &Path) -> R
     Ok(secs)
 }
 
-/// One cold build with the toolchain of a fresh lazy copy (fault mode).
-fn p4_hsm(
-    cx: &Ctx,
-    run: usize,
-    project: &Path,
-    work: &Path,
-    home: &Path,
-    nosync: bool,
-) -> Result<()> {
-    let name = if nosync { "hsm-nosync" } else { "hsm" };
-    let (dst, mut serve) = lazy(
-        cx,
-        "lazy-p4",
-        Lazy {
-            nosync,
-            ..Lazy::FAULT
-        },
-    )?;
+/// One cold build with the toolchain of a fresh lazy copy (fault mode,
+/// served as `how` says: plain, `--no-sync` or `--fill-size`).
+fn p4_hsm(cx: &Ctx, run: usize, project: &Path, work: &Path, home: &Path, how: Lazy) -> Result<()> {
+    let plain = !how.nosync && how.fill.is_none();
+    let name = format!(
+        "hsm{}{}",
+        if how.nosync { "-nosync" } else { "" },
+        if how.fill.is_some() { "-fill" } else { "" }
+    );
+    let (dst, mut serve) = lazy(cx, "lazy-p4", how)?;
     sys::drop_caches()?;
     let secs = cargo_build(&dst, project, &work.join("target"), home)?;
     let stats = serve.stats()?;
@@ -474,7 +506,7 @@ fn p4_hsm(
     cx.sample(&format!("p4.{name}.du_bytes"), run, du as f64);
     cx.sample(&format!("p4.{name}.fetched_bytes"), run, fetched as f64);
     cx.sample(&format!("p4.{name}.events"), run, events as f64);
-    if !nosync {
+    if plain {
         // The same build again from the now partly filled copy, page cache
         // dropped, daemon still running: the cost once the data is local.
         sys::drop_caches()?;
@@ -513,9 +545,20 @@ fn p4(cx: &Ctx) -> Result<()> {
                 cx.sample("p4.native.secs", run, secs);
                 cx.sample("p4.native.du_bytes", run, native_du as f64);
             } else {
-                p4_hsm(cx, run, &project, &work, &home, false)?;
+                p4_hsm(cx, run, &project, &work, &home, Lazy::FAULT)?;
                 if cx.plan.nosync {
-                    p4_hsm(cx, run, &project, &work, &home, true)?;
+                    let how = Lazy {
+                        nosync: true,
+                        ..Lazy::FAULT
+                    };
+                    p4_hsm(cx, run, &project, &work, &home, how)?;
+                }
+                if let Some(fill) = cx.plan.fill_size {
+                    let how = Lazy {
+                        fill: Some(fill),
+                        ..Lazy::FAULT
+                    };
+                    p4_hsm(cx, run, &project, &work, &home, how)?;
                 }
             }
         }

@@ -88,6 +88,11 @@ struct GuestArgs {
     /// (the host's files over 9p) instead of the native copy.
     #[arg(long)]
     host_source: bool,
+    /// Also measure P2/P3 and P4 with `hsm-serve --fill-size SIZE` (fault
+    /// mode; a power of two from 4K to 64M, e.g. 1M).  The last one given
+    /// counts (bench.sh passes 1M; `-- --fill-size 64K` replaces it).
+    #[arg(long, value_name = "SIZE", value_parser = fill_size, overrides_with = "fill_size")]
+    fill_size: Option<u64>,
 }
 
 #[derive(clap::Args)]
@@ -124,6 +129,10 @@ struct DemoArgs {
 
 fn size(s: &str) -> Result<u64, String> {
     hsm::util::parse_size(s).map_err(|e| format!("{e:#}"))
+}
+
+fn fill_size(s: &str) -> Result<u64, String> {
+    hsm::util::parse_fill_size(s).map_err(|e| format!("{e:#}"))
 }
 
 fn mib_size(s: &str) -> Result<u64, String> {
@@ -183,6 +192,7 @@ fn run(cli: Cli) -> Result<()> {
                 p5_runs: a.p5_runs,
                 nosync: a.nosync,
                 host_source: a.host_source,
+                fill_size: a.fill_size,
                 exclude: clean(a.exclude),
             })
         }

@@ -108,6 +108,8 @@ impl Target {
 /// One ratio of the benchmark: numerator / denominator, paired by run.
 pub struct RatioDef {
     pub id: &'static str,
+    /// Its description; `{fill}` stands for the `--fill-size` of the guest
+    /// run (see [`FILL_SIZE`]).
     pub what: &'static str,
     pub num: (Kernel, &'static str),
     pub den: (Kernel, &'static str),
@@ -116,6 +118,9 @@ pub struct RatioDef {
 }
 
 use Kernel::{Base, Patched};
+
+/// The metric holding `fpc-bench guest --fill-size` in bytes (run 0).
+pub const FILL_SIZE: &str = "fill_size_bytes";
 
 /// Every ratio the report prints, in order.
 pub const RATIOS: &[RatioDef] = &[
@@ -168,6 +173,14 @@ pub const RATIOS: &[RatioDef] = &[
         target: None,
     },
     RatioDef {
+        id: "P2 fill",
+        what: "rustc --version: bytes fetched (fault mode, hsm-serve --fill-size {fill}) / bytes touched (native cold copy)",
+        num: (Patched, "p2.fault-fill.fetched_bytes"),
+        den: (Patched, "p2.touched_bytes"),
+        unit: "bytes",
+        target: None,
+    },
+    RatioDef {
         id: "P3",
         what: "rustc --version from a cold HSM copy: time fault mode / mmap mode",
         num: (Patched, "p3.fault.secs"),
@@ -192,6 +205,14 @@ pub const RATIOS: &[RatioDef] = &[
         target: Some(Target::AtMost(0.2)),
     },
     RatioDef {
+        id: "P3 fill",
+        what: "the same with hsm-serve --fill-size {fill} (fault mode only): fault mode with it / mmap mode",
+        num: (Patched, "p3.fault-fill.secs"),
+        den: (Patched, "p3.mmap.secs"),
+        unit: "s",
+        target: Some(Target::AtMost(0.2)),
+    },
+    RatioDef {
         id: "P3 native",
         what: "rustc --version: time fault-mode HSM copy / native copy (both cold)",
         num: (Patched, "p3.fault.secs"),
@@ -211,6 +232,14 @@ pub const RATIOS: &[RatioDef] = &[
         id: "P4 nosync",
         what: "the same with hsm-serve --no-sync: time HSM copy / native copy",
         num: (Patched, "p4.hsm-nosync.secs"),
+        den: (Patched, "p4.native.secs"),
+        unit: "s",
+        target: Some(Target::AtMost(1.02)),
+    },
+    RatioDef {
+        id: "P4 fill",
+        what: "the same with hsm-serve --fill-size {fill}: time HSM copy / native copy",
+        num: (Patched, "p4.hsm-fill.secs"),
         den: (Patched, "p4.native.secs"),
         unit: "s",
         target: Some(Target::AtMost(1.02)),
@@ -252,6 +281,8 @@ pub const RATIOS: &[RatioDef] = &[
 /// One computed row.
 pub struct Row {
     pub def: &'static RatioDef,
+    /// `def.what` with `{fill}` filled in.
+    pub what: String,
     /// Per-run ratios (paired by run index).
     pub ratio: Option<Spread>,
     pub num: Option<Spread>,
@@ -268,9 +299,23 @@ fn values(s: &Samples, metric: &str) -> BTreeMap<usize, f64> {
     s.get(metric).cloned().unwrap_or_default()
 }
 
+/// `1M`, `64K` or `N bytes`.
+fn size_text(b: u64) -> String {
+    match b {
+        0 => "0".into(),
+        b if b % (1 << 20) == 0 => format!("{}M", b >> 20),
+        b if b % (1 << 10) == 0 => format!("{}K", b >> 10),
+        b => format!("{b} bytes"),
+    }
+}
+
 /// Compute every ratio from the samples of the two kernels.
 pub fn compute(base: &Samples, patched: &Samples) -> Vec<Row> {
     let pick = |k: Kernel| if k == Base { base } else { patched };
+    let fill = patched
+        .get(FILL_SIZE)
+        .and_then(|m| m.values().next())
+        .map_or_else(|| "SIZE".to_string(), |&b| size_text(b as u64));
     RATIOS
         .iter()
         .map(|def| {
@@ -282,6 +327,7 @@ pub fn compute(base: &Samples, patched: &Samples) -> Vec<Row> {
                 .collect();
             Row {
                 def,
+                what: def.what.replace("{fill}", &fill),
                 ratio: spread(&pairs),
                 num: spread(&n.values().copied().collect::<Vec<_>>()),
                 den: spread(&d.values().copied().collect::<Vec<_>>()),
@@ -373,7 +419,7 @@ pub fn table(rows: &[Row], markdown: bool) -> String {
     }
     out.push('\n');
     for r in rows {
-        let _ = writeln!(out, "{}: {}", r.def.id, r.def.what);
+        let _ = writeln!(out, "{}: {}", r.def.id, r.what);
     }
     out
 }
@@ -456,6 +502,38 @@ mod tests {
         let c = csv(&rows);
         assert_eq!(c.lines().count(), 3, "{c}");
         assert!(c.contains("P2 fault,1,"));
+    }
+
+    #[test]
+    fn fill_rows() {
+        let patched = parse_samples(
+            "FPCB patched fill_size_bytes 0 1048576\n\
+             FPCB patched p2.touched_bytes 0 1000\n\
+             FPCB patched p2.fault-fill.fetched_bytes 0 3000\n\
+             FPCB patched p3.mmap.secs 0 10\nFPCB patched p3.fault-fill.secs 0 1\n\
+             FPCB patched p4.native.secs 0 20\nFPCB patched p4.hsm-fill.secs 0 20.2\n",
+        );
+        let rows = compute(&Samples::new(), &patched);
+        let row = |id: &str| rows.iter().find(|r| r.def.id == id).unwrap();
+        assert!((row("P2 fill").ratio.unwrap().median - 3.0).abs() < 1e-9);
+        assert_eq!(row("P2 fill").met(), None);
+        assert!((row("P3 fill").ratio.unwrap().median - 0.1).abs() < 1e-9);
+        assert_eq!(row("P3 fill").met(), Some(true));
+        assert!((row("P4 fill").ratio.unwrap().median - 1.01).abs() < 1e-9);
+        assert_eq!(row("P4 fill").met(), Some(true));
+        assert!(row("P3 fill").what.contains("--fill-size 1M"));
+        let t = table(&rows, false);
+        assert!(
+            t.contains("P4 fill: the same with hsm-serve --fill-size 1M:"),
+            "{t}"
+        );
+        assert!(!t.contains("{fill}"));
+        // Without the variant: no ratio, a placeholder in the description.
+        let rows = compute(&Samples::new(), &Samples::new());
+        let p3 = rows.iter().find(|r| r.def.id == "P3 fill").unwrap();
+        assert!(p3.ratio.is_none() && p3.what.contains("--fill-size SIZE"));
+        assert_eq!(size_text(64 << 10), "64K");
+        assert_eq!(size_text(5000), "5000 bytes");
     }
 
     #[test]
