@@ -10,13 +10,14 @@
 //! lock).  FAULT_FLAG_RETRY_NOWAIT has no userspace trigger here; its
 //! behaviour is covered by review.
 //!
-//! Same-file rows: write(2), read(2) and an O_DIRECT read of the lazy file
-//! itself with the buffer in an unfilled page of its own mapping run while
-//! the filesystem may hold the inode's i_rwsem, which the listener's fill
-//! needs; they fail with EFAULT and no FAN_PRE_FAULT (patch "fs: fail
-//! faults on a lazy mapping of the file being read or written"; before it
-//! they hung until killed, which the test timeout reports).  A write from a
-//! page that was touched first works.
+//! Same-file rows: write(2), read(2), an O_DIRECT read, an io_submit(2)
+//! O_DIRECT read and an io_uring read of the lazy file itself with the
+//! buffer in an unfilled page of its own mapping run while the filesystem
+//! may hold the inode's i_rwsem, which the listener's fill needs; they fail
+//! with EFAULT and no FAN_PRE_FAULT (patch "fs: fail faults on a lazy
+//! mapping of the file being read or written"; before it the write and the
+//! O_DIRECT reads hung until killed, which the test timeout reports).  A
+//! write from a page that was touched first works.
 //!
 //! Guards requirement 3 and the fault-path matrix of requirement 9.
 
@@ -240,6 +241,108 @@ fn read_same_file_direct(s: &Setup) -> Result<Vec<u8>, i32> {
     read_same_file(s, libc::O_DIRECT)
 }
 
+/// A private writable mapping of the stub and an O_DIRECT fd of it, for the
+/// asynchronous same-file reads.
+fn same_file_async_setup(s: &Setup) -> (Map, std::fs::File) {
+    let m = map(
+        s,
+        ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+        MapFlags::MAP_PRIVATE,
+    );
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&s.path)
+        .or_brok("open the stub O_DIRECT");
+    (m, f)
+}
+
+/// struct io_event of <linux/aio_abi.h> (libc has no binding for it).
+#[repr(C)]
+#[derive(Default)]
+struct IoEvent {
+    data: u64,
+    obj: u64,
+    res: i64,
+    res2: i64,
+}
+
+/// io_submit(2) of an O_DIRECT IOCB_CMD_PREAD of `OTHER_PAGE` into mapped
+/// page `s.page`; the completion's result is the outcome.
+fn aio_read_same_file(s: &Setup) -> Result<Vec<u8>, i32> {
+    let (m, f) = same_file_async_setup(s);
+    let mut ctx: libc::c_ulong = 0;
+    // SAFETY: io_setup(2) writes the context id into `ctx`.
+    let r = unsafe { libc::syscall(libc::SYS_io_setup, 1, &mut ctx as *mut libc::c_ulong) };
+    if r != 0 {
+        ltp::tbrok!("io_setup: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: iocb is plain data; all-zero is a valid (empty) request.
+    let mut cb: libc::iocb = unsafe { std::mem::zeroed() };
+    cb.aio_lio_opcode = 0; // IOCB_CMD_PREAD
+    cb.aio_fildes = f.as_raw_fd() as u32;
+    cb.aio_buf = m.addr(s.page) as u64;
+    cb.aio_nbytes = PAGE;
+    cb.aio_offset = (OTHER_PAGE * PAGE) as i64;
+    let mut cbs = [&mut cb as *mut libc::iocb];
+    // SAFETY: one valid iocb whose buffer is a page of our writable mapping,
+    // which outlives the request (we wait for its completion below).
+    let n = unsafe { libc::syscall(libc::SYS_io_submit, ctx, 1, cbs.as_mut_ptr()) };
+    let res = if n != 1 {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(-1))
+    } else {
+        let mut ev = IoEvent::default();
+        // SAFETY: room for one event; no timeout (the test timeout bounds it).
+        let got = unsafe {
+            libc::syscall(
+                libc::SYS_io_getevents,
+                ctx,
+                1,
+                1,
+                &mut ev as *mut IoEvent,
+                std::ptr::null_mut::<libc::timespec>(),
+            )
+        };
+        if got != 1 {
+            ltp::tbrok!("io_getevents: {}", std::io::Error::last_os_error());
+        }
+        if ev.res < 0 {
+            Err(-ev.res as i32)
+        } else {
+            Ok(())
+        }
+    };
+    // SAFETY: the context has no request in flight.
+    unsafe { libc::syscall(libc::SYS_io_destroy, ctx) };
+    res?;
+    Ok(m.read_page(s.page))
+}
+
+/// io_uring IORING_OP_READ (O_DIRECT) of `OTHER_PAGE` into mapped page
+/// `s.page`; the completion's result is the outcome.
+fn uring_read_same_file(s: &Setup) -> Result<Vec<u8>, i32> {
+    use io_uring::{opcode, types, IoUring};
+    let (m, f) = same_file_async_setup(s);
+    let mut ring = match IoUring::new(2) {
+        Ok(r) => r,
+        Err(e) => ltp::tbrok!("io_uring_setup: {e}"),
+    };
+    let sqe = opcode::Read::new(types::Fd(f.as_raw_fd()), m.addr(s.page), PAGE as u32)
+        .offset(OTHER_PAGE * PAGE)
+        .build();
+    // SAFETY: the buffer is a page of our writable mapping, and both it and
+    // the fd outlive the request: we wait for its completion below.
+    unsafe { ring.submission().push(&sqe).or_brok("push the SQE") };
+    ring.submit_and_wait(1).or_brok("io_uring_enter");
+    let Some(cqe) = ring.completion().next() else {
+        ltp::tbrok!("io_uring: no completion")
+    };
+    if cqe.result() < 0 {
+        return Err(-cqe.result());
+    }
+    Ok(m.read_page(s.page))
+}
+
 /// Read the page of a child's mapping from outside, with `how`.
 fn from_other_process(
     s: &Setup,
@@ -418,6 +521,16 @@ const ROWS: &[Row] = &[
         "O_DIRECT read of the same file into its private mapping",
         Want::Errno(libc::EFAULT),
         read_same_file_direct,
+    ),
+    (
+        "io_submit(2) O_DIRECT read of the same file into its private mapping",
+        Want::Errno(libc::EFAULT),
+        aio_read_same_file,
+    ),
+    (
+        "io_uring read of the same file into its private mapping",
+        Want::Errno(libc::EFAULT),
+        uring_read_same_file,
     ),
     (
         "write(2) to the same file from a touched page of its mapping",
