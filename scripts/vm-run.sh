@@ -52,7 +52,7 @@ marker="FPC-GUEST-EXIT"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 # Pipe through cat: vng garbles output written straight to a file.
-"${vng_base[@]}" "${accel[@]}" --exec "cd / && $cmd; echo $marker=\$?" </dev/null 2>&1 | cat | tee "$log" | grep -v "^$marker=" || true
+"${vng_base[@]}" "${accel[@]}" --exec "cd / && $cmd; echo $marker=\$?" </dev/null 2>&1 | cat | tee "$log" | grep --line-buffered -v "^$marker=" || true
 rc=$(sed -n "s/^$marker=\([0-9]*\).*/\1/p" "$log" | tail -n1)
 [ -n "$rc" ] || die "the guest did not report an exit status (boot failure or crash; see output above)"
 exit "$rc"
