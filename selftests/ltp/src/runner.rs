@@ -429,15 +429,18 @@ fn run_child(t: &Test, ctx: &Ctx, prefix: &str, timeout: Duration, tally: &mut T
     loop {
         if pipe_open {
             let mut fds = [PollFd::new(rfd.as_fd(), PollFlags::POLLIN)];
-            let _ = poll(&mut fds, PollTimeout::from(100u16));
-            match read(rfd.as_raw_fd(), &mut buf) {
-                Ok(0) => pipe_open = false,
-                Ok(n) => buf[..n]
-                    .iter()
-                    .filter_map(|&c| ResKind::from_code(c))
-                    .for_each(|k| tally.add(k)),
-                Err(Errno::EINTR) | Err(Errno::EAGAIN) => {}
-                Err(_) => pipe_open = false,
+            // Read only what poll says is there: a blocking read of a silent
+            // child's pipe would never get to the deadline below.
+            if matches!(poll(&mut fds, PollTimeout::from(100u16)), Ok(n) if n > 0) {
+                match read(rfd.as_raw_fd(), &mut buf) {
+                    Ok(0) => pipe_open = false,
+                    Ok(n) => buf[..n]
+                        .iter()
+                        .filter_map(|&c| ResKind::from_code(c))
+                        .for_each(|k| tally.add(k)),
+                    Err(Errno::EINTR) | Err(Errno::EAGAIN) => {}
+                    Err(_) => pipe_open = false,
+                }
             }
         } else {
             std::thread::sleep(Duration::from_millis(50));
@@ -555,5 +558,41 @@ impl Drop for Scratch {
                 .status();
         }
         let _ = std::fs::remove_dir_all(Path::new(&self.dir));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sleep_forever(_: &Ctx) {
+        std::thread::sleep(Duration::from_secs(600));
+    }
+
+    /// A child that hangs without writing a result still hits its timeout
+    /// (the runner once blocked in read(2) on the silent pipe).
+    #[test]
+    fn silent_child_times_out() {
+        let t = Test {
+            name: "silent",
+            doc: "sleeps",
+            run: sleep_forever,
+            ..Test::DEFAULT
+        };
+        let ctx = Ctx {
+            fs: None,
+            mnt: std::env::temp_dir(),
+            timeout: Duration::from_millis(300),
+        };
+        let mut tally = Tally::default();
+        let t0 = Instant::now();
+        let stuck = run_child(&t, &ctx, "silent", ctx.timeout, &mut tally);
+        assert!(!stuck, "a sleeping child must be reaped after SIGKILL");
+        assert_eq!(tally.broken, 1, "the timeout is one TBROK");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "took {:?}",
+            t0.elapsed()
+        );
     }
 }
