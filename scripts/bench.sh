@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
-# Benchmarks: boot the non-debug base kernel once (P1) and the non-debug
-# patched kernel once (P1-P5), run `fpc-bench guest` in each, then print the
+# Benchmarks: boot the non-debug base kernel (P1), the non-debug patched
+# kernel (P1-P5) and the base kernel again (P1: the noise floor of the P1
+# ratios, rows "ctl"), run `fpc-bench guest` in each, then print the
 # ratios side by side (`fpc-bench report`) and plot them (matplotlib, in a
 # venv under $FPC_CACHE).  See "Benchmarks" in README.md.  The guests
 # also measure the --nosync, --host-source and --fill-size 1M variants
@@ -14,11 +15,11 @@
 #                  built with scripts/build.sh --bench --base if missing; env FPC_BENCH_BASE)
 #   --out DIR      where logs, table, CSV and PNG go (default $FPC_CACHE/bench/<date>)
 #   --quick        fewer runs (a smoke test; the numbers mean little)
-#   GUEST-ARGS     passed to `fpc-bench guest` in both VMs (see fpc-bench guest --help)
+#   GUEST-ARGS     passed to `fpc-bench guest` in every VM (see fpc-bench guest --help)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-usage() { sed -n '3,17s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '3,18s/^# \{0,1\}//p' "$0"; }
 bad() { echo "error: $*" >&2; usage >&2; exit 2; }
 
 patched=${FPC_BENCH_PATCHED:-} base=${FPC_BENCH_BASE:-} out="" quick=0 extra=()
@@ -93,7 +94,7 @@ guest_args=(--toolchain "$toolchain" --nosync --host-source --fill-size 1M)
 [ $quick = 0 ] || guest_args+=(--p1-runs 2 --p23-runs 1 --p4-runs 1 --p5-runs 2)
 guest_args+=(${extra[@]+"${extra[@]}"})
 
-# One boot per kernel.  8G: the toolchain copies live in a loop image on
+# One boot per kernel (the base twice).  8G: the toolchain copies live in a loop image on
 # the guest's tmpfs.
 run_guest() { # label kernel parts
 	local label=$1 kdir=$2 parts=$3 t0=$SECONDS
@@ -105,6 +106,7 @@ run_guest() { # label kernel parts
 }
 run_guest base "$base" p1
 run_guest patched "$patched" p1,p2,p3,p4,p5
+run_guest base2 "$base" p1
 
 {
 	echo "fpc-bench, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) host CPUs, TCG unless KVM was probed usable"
@@ -112,9 +114,11 @@ run_guest patched "$patched" p1,p2,p3,p4,p5
 	echo "patched: $patched ($(cat "$patched/include/config/kernel.release" 2>/dev/null || echo '?'))"
 	echo "toolchain: $("$toolchain/bin/rustc" --version)"
 	echo
-	"$bin" report --base "$out/base.log" --patched "$out/patched.log" --csv "$out/ratios.csv"
+	"$bin" report --base "$out/base.log" --patched "$out/patched.log" --control "$out/base2.log" \
+		--csv "$out/ratios.csv"
 } | tee "$out/table.txt"
-"$bin" report --base "$out/base.log" --patched "$out/patched.log" --markdown >"$out/table.md"
+"$bin" report --base "$out/base.log" --patched "$out/patched.log" --control "$out/base2.log" \
+	--markdown >"$out/table.md"
 "$venv/bin/python" "$FPC_TOP/scripts/bench-plot.py" "$out/ratios.csv" "$out/ratios.png" \
 	"fpc-bench $(date -u +%Y-%m-%d): patched vs base, TCG guest" >/dev/null ||
 	die "plot failed"

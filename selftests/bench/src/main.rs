@@ -103,6 +103,10 @@ struct ReportArgs {
     /// Console log of the patched kernel's guest run.
     #[arg(long)]
     patched: PathBuf,
+    /// Console log of a second guest run of the base kernel (P1): adds the
+    /// `ctl` rows, base booted again / base, the noise floor of P1.
+    #[arg(long)]
+    control: Option<PathBuf>,
     /// Print the table as Markdown.
     #[arg(long)]
     markdown: bool,
@@ -201,7 +205,15 @@ fn run(cli: Cli) -> Result<()> {
             let patched = report::read_samples(&a.patched)?;
             report::require_samples(&base, &a.base)?;
             report::require_samples(&patched, &a.patched)?;
-            let rows = report::compute(&base, &patched);
+            let control = match &a.control {
+                Some(p) => {
+                    let c = report::read_samples(p)?;
+                    report::require_samples(&c, p)?;
+                    Some(c)
+                }
+                None => None,
+            };
+            let rows = report::compute(&base, &patched, control.as_ref());
             print!("{}", report::table(&rows, a.markdown));
             if let Some(p) = a.csv {
                 std::fs::write(&p, report::csv(&rows))

@@ -81,6 +81,9 @@ pub fn spread(v: &[f64]) -> Option<Spread> {
 pub enum Kernel {
     Base,
     Patched,
+    /// The base kernel booted a second time (`report --control`): the noise
+    /// floor of a patched / base ratio.
+    Control,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -117,7 +120,7 @@ pub struct RatioDef {
     pub target: Option<Target>,
 }
 
-use Kernel::{Base, Patched};
+use Kernel::{Base, Control, Patched};
 
 /// The metric holding `fpc-bench guest --fill-size` in bytes (run 0).
 pub const FILL_SIZE: &str = "fill_size_bytes";
@@ -155,6 +158,38 @@ pub const RATIOS: &[RatioDef] = &[
         den: (Base, "p1.warm1.ns_per_page"),
         unit: "ns/page",
         target: Some(Target::AtMost(1.005)),
+    },
+    RatioDef {
+        id: "P1 cold ctl",
+        what: "noise floor of P1 cold: the base kernel booted again / base (cold)",
+        num: (Control, "p1.cold.ns_per_page"),
+        den: (Base, "p1.cold.ns_per_page"),
+        unit: "ns/page",
+        target: None,
+    },
+    RatioDef {
+        id: "P1 warm ctl",
+        what: "noise floor of P1 warm: the base kernel booted again / base (warm)",
+        num: (Control, "p1.warm.ns_per_page"),
+        den: (Base, "p1.warm.ns_per_page"),
+        unit: "ns/page",
+        target: None,
+    },
+    RatioDef {
+        id: "P1 cold-1 ctl",
+        what: "noise floor of P1 cold-1: the base kernel booted again / base (cold, one read per fault)",
+        num: (Control, "p1.cold1.ns_per_page"),
+        den: (Base, "p1.cold1.ns_per_page"),
+        unit: "ns/page",
+        target: None,
+    },
+    RatioDef {
+        id: "P1 warm-1 ctl",
+        what: "noise floor of P1 warm-1: the base kernel booted again / base (warm, one fault per page)",
+        num: (Control, "p1.warm1.ns_per_page"),
+        den: (Base, "p1.warm1.ns_per_page"),
+        unit: "ns/page",
+        target: None,
     },
     RatioDef {
         id: "P2 fault",
@@ -309,18 +344,24 @@ fn size_text(b: u64) -> String {
     }
 }
 
-/// Compute every ratio from the samples of the two kernels.
-pub fn compute(base: &Samples, patched: &Samples) -> Vec<Row> {
-    let pick = |k: Kernel| if k == Base { base } else { patched };
+/// Compute every ratio from the samples of the two kernels (and of the base
+/// kernel's second boot, if there is one: the `ctl` rows, left out without).
+pub fn compute(base: &Samples, patched: &Samples, control: Option<&Samples>) -> Vec<Row> {
+    let pick = |k: Kernel| match k {
+        Base => Some(base),
+        Patched => Some(patched),
+        Control => control,
+    };
     let fill = patched
         .get(FILL_SIZE)
         .and_then(|m| m.values().next())
         .map_or_else(|| "SIZE".to_string(), |&b| size_text(b as u64));
     RATIOS
         .iter()
-        .map(|def| {
-            let n = values(pick(def.num.0), def.num.1);
-            let d = values(pick(def.den.0), def.den.1);
+        .filter_map(|def| Some((def, pick(def.num.0)?, pick(def.den.0)?)))
+        .map(|(def, num, den)| {
+            let n = values(num, def.num.1);
+            let d = values(den, def.den.1);
             let pairs: Vec<f64> = n
                 .iter()
                 .filter_map(|(run, a)| d.get(run).filter(|b| **b > 0.0).map(|b| a / b))
@@ -459,6 +500,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn control_rows_only_with_a_control_log() {
+        let base = parse_samples("FPCB base p1.warm.ns_per_page 0 200\n");
+        let ctl = parse_samples("FPCB base2 p1.warm.ns_per_page 0 210\n");
+        let without = compute(&base, &Samples::new(), None);
+        assert!(without.iter().all(|r| !r.def.id.ends_with(" ctl")));
+        let with = compute(&base, &Samples::new(), Some(&ctl));
+        let r = with.iter().find(|r| r.def.id == "P1 warm ctl").unwrap();
+        assert!((r.ratio.unwrap().median - 1.05).abs() < 1e-9);
+        assert_eq!(r.met(), None);
+    }
+
+    #[test]
     fn spreads() {
         assert_eq!(spread(&[]), None);
         let s = spread(&[3.0, 1.0, 2.0]).unwrap();
@@ -484,7 +537,7 @@ mod tests {
              FPCB patched p2.fault.fetched_bytes 0 1100\n\
              FPCB patched p5.native.mbps 0 0\nFPCB patched p5.hsm.mbps 0 10\n",
         );
-        let rows = compute(&base, &patched);
+        let rows = compute(&base, &patched, None);
         let cold = rows.iter().find(|r| r.def.id == "P1 cold").unwrap();
         let s = cold.ratio.unwrap();
         assert_eq!(s.n, 2, "run 2 has no base partner");
@@ -513,7 +566,7 @@ mod tests {
              FPCB patched p3.mmap.secs 0 10\nFPCB patched p3.fault-fill.secs 0 1\n\
              FPCB patched p4.native.secs 0 20\nFPCB patched p4.hsm-fill.secs 0 20.2\n",
         );
-        let rows = compute(&Samples::new(), &patched);
+        let rows = compute(&Samples::new(), &patched, None);
         let row = |id: &str| rows.iter().find(|r| r.def.id == id).unwrap();
         assert!((row("P2 fill").ratio.unwrap().median - 3.0).abs() < 1e-9);
         assert_eq!(row("P2 fill").met(), None);
@@ -529,7 +582,7 @@ mod tests {
         );
         assert!(!t.contains("{fill}"));
         // Without the variant: no ratio, a placeholder in the description.
-        let rows = compute(&Samples::new(), &Samples::new());
+        let rows = compute(&Samples::new(), &Samples::new(), None);
         let p3 = rows.iter().find(|r| r.def.id == "P3 fill").unwrap();
         assert!(p3.ratio.is_none() && p3.what.contains("--fill-size SIZE"));
         assert_eq!(size_text(64 << 10), "64K");
