@@ -52,7 +52,20 @@ marker="FPC-GUEST-EXIT"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 # Pipe through cat: vng garbles output written straight to a file.
-"${vng_base[@]}" "${accel[@]}" --exec "cd / && $cmd; echo $marker=\$?" </dev/null 2>&1 | cat | tee "$log" | grep --line-buffered -v "^$marker=" || true
+boot() {
+	set +e
+	"${vng_base[@]}" "${accel[@]}" --exec "cd / && $cmd; echo $marker=\$?" </dev/null 2>&1 | cat | tee "$log" | grep --line-buffered -v "^$marker="
+	vng_rc=${PIPESTATUS[0]}
+	set -e
+}
+boot
+# A boot that printed nothing at all ran nothing: try once more (seen once,
+# right after a kernel build, never reproduced).  Anything the guest printed
+# counts as a run.
+if [ ! -s "$log" ]; then
+	warn "vng exited with $vng_rc and no output at all; booting once more"
+	boot
+fi
 rc=$(sed -n "s/^$marker=\([0-9]*\).*/\1/p" "$log" | tail -n1)
-[ -n "$rc" ] || die "the guest did not report an exit status (boot failure or crash; see output above)"
+[ -n "$rc" ] || die "the guest did not report an exit status (vng exited with $vng_rc; boot failure or crash; see output above)"
 exit "$rc"
