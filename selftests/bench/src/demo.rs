@@ -50,8 +50,9 @@ pub fn run(toolchain: &Path, scratch: &Path, image_size: u64, exclude: &[String]
         let r = sys::rustc_version(&dst);
         let stats = serve.stop()?;
         let (secs, v) = r?;
-        let fetched = sys::kv(&stats, "fetched_bytes")?;
-        let events = sys::kv(&stats, "events")?;
+        let sys::Fills {
+            fetched, events, ..
+        } = sys::Fills::of(&stats)?;
         let du = sys::disk_use(&dst)?;
         println!(
             "   hsm-serve --mode {mode:<5}: {v}  ({secs:.2} s; {} fetched in {events} events; lazy copy now uses {} on disk)",

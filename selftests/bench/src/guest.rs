@@ -402,9 +402,11 @@ fn p23(cx: &Ctx) -> Result<()> {
             let r = sys::rustc_version(&dst);
             let stats = serve.stop()?;
             let (secs, _) = r?;
-            let fetched = sys::kv(&stats, "fetched_bytes")?;
-            let events = sys::kv(&stats, "events")?;
-            let p50 = sys::kv(&stats, "p50_us")?;
+            let sys::Fills {
+                fetched,
+                events,
+                p50_us: p50,
+            } = sys::Fills::of(&stats)?;
             say!(
                 "P2/P3 run {run}: {name}: {secs:.2} s, {fetched} bytes fetched, {events} events, fill p50 {p50} us"
             );
@@ -496,9 +498,11 @@ fn p4_hsm(cx: &Ctx, run: usize, project: &Path, work: &Path, home: &Path, how: L
     let stats = serve.stats()?;
     nix::unistd::sync();
     let du = sys::disk_use(&dst)?;
-    let fetched = sys::kv(&stats, "fetched_bytes")?;
-    let events = sys::kv(&stats, "events")?;
-    let p50 = sys::kv(&stats, "p50_us")?;
+    let sys::Fills {
+        fetched,
+        events,
+        p50_us: p50,
+    } = sys::Fills::of(&stats)?;
     say!(
         "P4 run {run}: {name} (fault mode): {secs:.2} s, {fetched} bytes fetched, {events} events, fill p50 {p50} us, du {du}"
     );
@@ -511,9 +515,9 @@ fn p4_hsm(cx: &Ctx, run: usize, project: &Path, work: &Path, home: &Path, how: L
         // dropped, daemon still running: the cost once the data is local.
         sys::drop_caches()?;
         let again = cargo_build(&dst, project, &work.join("target"), home)?;
-        let st = serve.stats()?;
-        let more = sys::kv(&st, "fetched_bytes")? - fetched;
-        let events = sys::kv(&st, "events")? - events;
+        let now = sys::Fills::of(&serve.stats()?)?;
+        let more = now.fetched - fetched;
+        let events = now.events - events;
         say!(
             "P4 run {run}: {name} again: {again:.2} s, {events} events, {more} more bytes fetched"
         );

@@ -94,45 +94,10 @@ pub fn drop_file_cache(f: &File) -> Result<()> {
     Ok(())
 }
 
-#[repr(C)]
-struct CachestatRange {
-    off: u64,
-    len: u64,
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct Cachestat {
-    nr_cache: u64,
-    nr_dirty: u64,
-    nr_writeback: u64,
-    nr_evicted: u64,
-    nr_recently_evicted: u64,
-}
-
-/// cachestat(2) has the same number on every architecture.
-const SYS_CACHESTAT: libc::c_long = 451;
-
 /// Pages of `f` in the page cache (cachestat(2): no mapping, so no
 /// pre-content event either).
 pub fn cached_pages(f: &File) -> Result<u64> {
-    let r = CachestatRange { off: 0, len: 0 };
-    let mut cs = Cachestat::default();
-    // SAFETY: cachestat(2) reads `r` and writes `cs`, both live for the call.
-    let ret = unsafe {
-        libc::syscall(
-            SYS_CACHESTAT,
-            f.as_raw_fd(),
-            &r as *const CachestatRange,
-            &mut cs as *mut Cachestat,
-            0,
-        )
-    };
-    if ret != 0 {
-        return Err(std::io::Error::last_os_error())
-            .context("cachestat (CONFIG_CACHESTAT_SYSCALL)");
-    }
-    Ok(cs.nr_cache)
+    hsm::cache::cached_pages(f, 0, 0).context("cachestat (CONFIG_CACHESTAT_SYSCALL)")
 }
 
 /// Every regular file under `root` (symlinks not followed), with its
@@ -325,6 +290,24 @@ pub fn populate(src: &Path, dst: &Path) -> Result<String> {
 
 /// The `key=value` pairs of a `ready:` or `stats:` line.
 pub type Kv = std::collections::BTreeMap<String, u64>;
+
+/// The counters of a `stats:` line the benchmark reports.
+pub struct Fills {
+    pub fetched: u64,
+    pub events: u64,
+    /// Median latency of an event's answer.
+    pub p50_us: u64,
+}
+
+impl Fills {
+    pub fn of(stats: &Kv) -> Result<Self> {
+        Ok(Fills {
+            fetched: kv(stats, "fetched_bytes")?,
+            events: kv(stats, "events")?,
+            p50_us: kv(stats, "p50_us")?,
+        })
+    }
+}
 
 /// A running hsm-serve; killed on drop if still running.
 pub struct Serve {

@@ -20,6 +20,7 @@
 //!   a stub when `hsm-serve --state xattr` (the default) is used; see
 //!   [`ranges::RangeSet::encode`] for the format.
 
+pub mod cache;
 pub mod pattern;
 pub mod ranges;
 pub mod state;

@@ -128,9 +128,7 @@ fn read_into_private(s: &Setup) -> Result<Vec<u8>, i32> {
             (s.page * PAGE) as i64,
         )
     };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(-1));
-    }
+    ret_of(n)?;
     Ok(m.read_page(s.page))
 }
 
@@ -144,9 +142,7 @@ fn madv_populate_read(s: &Setup) -> Result<Vec<u8>, i32> {
             libc::MADV_POPULATE_READ,
         )
     };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(-1));
-    }
+    ret_of(r as isize)?;
     Ok(m.read_page(s.page))
 }
 
@@ -207,9 +203,9 @@ fn write_same_file_touched(s: &Setup) -> Result<Vec<u8>, i32> {
     write_same_file(s, &m)
 }
 
-/// read(2) of `OTHER_PAGE` of the file (an fd with `flags`) into page
-/// `s.page` of a private writable mapping of the same file.
-fn read_same_file(s: &Setup, flags: i32) -> Result<Vec<u8>, i32> {
+/// A private writable mapping of the stub and another fd of it, opened
+/// with `flags`, for the same-file reads.
+fn same_file_setup(s: &Setup, flags: i32) -> (Map, std::fs::File) {
     let m = map(
         s,
         ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
@@ -220,6 +216,13 @@ fn read_same_file(s: &Setup, flags: i32) -> Result<Vec<u8>, i32> {
         .custom_flags(flags)
         .open(&s.path)
         .or_brok("open the stub again");
+    (m, f)
+}
+
+/// read(2) of `OTHER_PAGE` of the file (an fd with `flags`) into page
+/// `s.page` of a private writable mapping of the same file.
+fn read_same_file(s: &Setup, flags: i32) -> Result<Vec<u8>, i32> {
+    let (m, f) = same_file_setup(s, flags);
     // SAFETY: page-aligned, page-sized buffer inside our writable mapping.
     let n = unsafe {
         libc::pread(
@@ -241,22 +244,6 @@ fn read_same_file_direct(s: &Setup) -> Result<Vec<u8>, i32> {
     read_same_file(s, libc::O_DIRECT)
 }
 
-/// A private writable mapping of the stub and an O_DIRECT fd of it, for the
-/// asynchronous same-file reads.
-fn same_file_async_setup(s: &Setup) -> (Map, std::fs::File) {
-    let m = map(
-        s,
-        ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-        MapFlags::MAP_PRIVATE,
-    );
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&s.path)
-        .or_brok("open the stub O_DIRECT");
-    (m, f)
-}
-
 /// struct io_event of <linux/aio_abi.h> (libc has no binding for it).
 #[repr(C)]
 #[derive(Default)]
@@ -270,7 +257,7 @@ struct IoEvent {
 /// io_submit(2) of an O_DIRECT IOCB_CMD_PREAD of `OTHER_PAGE` into mapped
 /// page `s.page`; the completion's result is the outcome.
 fn aio_read_same_file(s: &Setup) -> Result<Vec<u8>, i32> {
-    let (m, f) = same_file_async_setup(s);
+    let (m, f) = same_file_setup(s, libc::O_DIRECT);
     let mut ctx: libc::c_ulong = 0;
     // SAFETY: io_setup(2) writes the context id into `ctx`.
     let r = unsafe { libc::syscall(libc::SYS_io_setup, 1, &mut ctx as *mut libc::c_ulong) };
@@ -322,7 +309,7 @@ fn aio_read_same_file(s: &Setup) -> Result<Vec<u8>, i32> {
 /// `s.page`; the completion's result is the outcome.
 fn uring_read_same_file(s: &Setup) -> Result<Vec<u8>, i32> {
     use io_uring::{opcode, types, IoUring};
-    let (m, f) = same_file_async_setup(s);
+    let (m, f) = same_file_setup(s, libc::O_DIRECT);
     let mut ring = match IoUring::new(2) {
         Ok(r) => r,
         Err(e) => ltp::tbrok!("io_uring_setup: {e}"),

@@ -31,44 +31,15 @@ pub const TEST: Test = Test {
 
 const SIZE: u64 = 64 << 20;
 
-#[repr(C)]
-#[derive(Default)]
-struct CachestatRange {
-    off: u64,
-    len: u64,
-}
-
-#[repr(C)]
-#[derive(Default, Debug)]
-struct Cachestat {
-    nr_cache: u64,
-    nr_dirty: u64,
-    nr_writeback: u64,
-    nr_evicted: u64,
-    nr_recently_evicted: u64,
-}
-
 /// Pages of [off, off+len) in the page cache.
 fn cached(f: &std::fs::File, off: u64, len: u64) -> u64 {
     if len == 0 {
         return 0;
     }
-    let r = CachestatRange { off, len };
-    let mut cs = Cachestat::default();
-    // SAFETY: cachestat(2) reads r and writes cs, both live for the call.
-    let ret = unsafe {
-        libc::syscall(
-            451,
-            f.as_raw_fd(),
-            &r as *const CachestatRange,
-            &mut cs as *mut Cachestat,
-            0,
-        )
-    };
-    if ret != 0 {
-        ltp::tbrok!("cachestat: {}", std::io::Error::last_os_error());
+    match hsm::cache::cached_pages(f, off, len) {
+        Ok(n) => n,
+        Err(e) => ltp::tbrok!("cachestat: {e}"),
     }
-    cs.nr_cache
 }
 
 /// Pages cached outside the union of `ranges`.
