@@ -40,6 +40,11 @@ impl Fs {
         }
     }
 
+    /// The command that makes this filesystem (none for tmpfs).
+    pub fn mkfs_cmd(self) -> Option<&'static str> {
+        self.mkfs().map(|m| m.0)
+    }
+
     fn mkfs(self) -> Option<(&'static str, &'static [&'static str])> {
         match self {
             Fs::Ext4 => Some(("mkfs.ext4", &["-F", "-q"])),

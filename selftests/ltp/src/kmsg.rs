@@ -55,8 +55,10 @@ impl Kmsg {
         Ok(Kmsg { fd })
     }
 
-    /// Every message logged since the last call (or the open).
-    pub fn read_new(&self) -> Vec<String> {
+    /// Every message logged since the last call (or the open).  An error
+    /// other than "no more records" (EAGAIN) or "records overwritten"
+    /// (EPIPE) means the log cannot be checked.
+    pub fn read_new(&self) -> Result<Vec<String>> {
         let mut out = Vec::new();
         let mut buf = vec![0u8; 8192];
         loop {
@@ -70,15 +72,15 @@ impl Kmsg {
                 }
                 // EPIPE: records were overwritten; go on from the next one.
                 Err(Errno::EPIPE) | Err(Errno::EINTR) => continue,
-                Err(_) => break,
+                Err(e) => return Err(e).context("read /dev/kmsg"),
             }
         }
-        out
+        Ok(out)
     }
 
     /// New messages that show a kernel problem.
-    pub fn bad_lines(&self) -> Vec<String> {
-        self.read_new().into_iter().filter(|m| is_bad(m)).collect()
+    pub fn bad_lines(&self) -> Result<Vec<String>> {
+        Ok(self.read_new()?.into_iter().filter(|m| is_bad(m)).collect())
     }
 }
 

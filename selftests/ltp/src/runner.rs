@@ -1,22 +1,23 @@
-//! Runs tests: one forked child per test and filesystem, a timeout, the
-//! kernel log checked after each, a summary at the end.
+//! Runs tests: one forked test process per test and filesystem (and one
+//! child per case), a timeout, the kernel log checked after each, a summary
+//! at the end.  See `child.rs` for the processes and when the cleanup
+//! runs.
 
+use crate::allow::AllowList;
+use crate::child::{parent_res, run_test};
 use crate::fs::{Fs, Mounted};
 use crate::kconfig::KConfig;
 use crate::kmsg::Kmsg;
 use crate::ktap;
-use crate::res::{self, Outcome, ResKind, Tally};
-use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{killpg, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{fork, pipe, read, setpgid, ForkResult, Pid};
-use std::os::fd::{AsFd, AsRawFd};
+use crate::res::{Outcome, ResKind, Tally};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-/// A feature probe: `Err(reason)` makes the test TCONF.
+/// A feature probe: `Err(reason)` makes the test TCONF.  Once it has
+/// passed, a TCONF from the test is reported as a TFAIL: the feature is
+/// there, so not being able to test it is a failure.
 pub type Probe = fn(&Ctx) -> Result<(), String>;
 
 /// A test and what it needs.
@@ -28,17 +29,36 @@ pub struct Test {
     pub needs_root: bool,
     /// `CONFIG_FOO`, `CONFIG_FOO=y`, `CONFIG_FOO=value`.
     pub needs_kconfigs: &'static [&'static str],
+    /// Commands that must be in `PATH` (a missing one is TCONF naming it).
+    /// The mkfs of each filesystem in `filesystems` is added by the runner.
+    pub needs_cmds: &'static [&'static str],
     /// Run once per filesystem, each freshly made and mounted at `Ctx::mnt`.
     /// Empty: run once in a scratch directory on tmpfs.
     pub filesystems: &'static [Fs],
     /// Oldest kernel (major, minor) the test applies to.
     pub min_kver: Option<(u32, u32)>,
-    /// Feature probe run in the child before the body: `Err(reason)` is TCONF.
+    /// Feature probe run in the test process first: `Err(reason)` is TCONF.
     pub probe: Option<Probe>,
+    /// Runs after the probe, before the body (or the cases), in the test
+    /// process.
+    pub setup: Option<fn(&Ctx)>,
+    /// Runs once setup (or the body) has started, whatever happens: at the
+    /// end, after a TBROK, TCONF or panic in setup or the body, and after a
+    /// timeout or a crash (then in a fresh process, see `child.rs`).
+    /// A TBROK in the cleanup ends the cleanup.
+    pub cleanup: Option<fn(&Ctx)>,
+    /// Timeout of the body, or of each case.
     pub timeout: Duration,
-    /// What the test guards: ("linux-git", "<commit>"), ("requirement", "3"), ...
+    /// What the test guards, for a reader of this repository: see
+    /// `selftests/README.md` ("Tags").
     pub tags: &'static [(&'static str, &'static str)],
+    /// The body of a test without cases.
     pub run: fn(&Ctx),
+    /// Number of cases; with `run_case` instead of `run`.
+    pub tcnt: u32,
+    /// The body of one case (0..tcnt), each in its own child: a TBROK ends
+    /// that case only.  `fpc-tests name:N` runs case N alone.
+    pub run_case: Option<fn(&Ctx, u32)>,
 }
 
 impl Test {
@@ -48,21 +68,28 @@ impl Test {
         doc: "",
         needs_root: true,
         needs_kconfigs: &[],
+        needs_cmds: &[],
         filesystems: &[],
         min_kver: None,
         probe: None,
+        setup: None,
+        cleanup: None,
         timeout: Duration::from_secs(60),
         tags: &[],
         run: |_| {},
+        tcnt: 0,
+        run_case: None,
     };
 }
 
 /// What a running test body sees.
+#[derive(Debug, Clone)]
 pub struct Ctx {
     pub fs: Option<Fs>,
     /// Mount point of the test filesystem, or the scratch directory.
     pub mnt: PathBuf,
-    /// The test's timeout, for tests that wait on their own helpers.
+    /// The test's timeout (of each case, for a test with cases), for tests
+    /// that wait on their own helpers.
     pub timeout: Duration,
 }
 
@@ -72,56 +99,89 @@ impl Ctx {
     }
 }
 
+/// How TCONF counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// LTP's rule: a run that only TCONFed is skipped.
+    Lenient,
+    /// Every TCONF is a failure unless the allow-list has its reason.
+    Strict,
+}
+
+#[derive(Debug)]
 struct Opts {
     ktap: bool,
     list: bool,
-    only: Vec<String>,
+    /// Test names, each with a case (`name:N`) or all cases.
+    only: Vec<(String, Option<u32>)>,
+    case: Option<u32>,
     fs: Option<Vec<String>>,
     timeout_mul: f64,
+    mode: Mode,
+    allow_file: Option<String>,
 }
 
-fn usage() -> ! {
-    eprintln!(
-        "usage: fpc-tests [--list] [--ktap] [--fs ext4,xfs,...] [--timeout-mul X] [TEST...]\n\
-         Runs every test (or the named ones) and prints\n\
-         'Summary: N passed, N failed, N broken, N skipped'.  Exit 0 when nothing failed or broke."
-    );
-    std::process::exit(2)
-}
+const USAGE: &str = "\
+usage: fpc-tests [--list] [--ktap] [--strict|--lenient] [--allow-list FILE]
+                 [--fs ext4,xfs,...] [--timeout-mul X] [--case N] [TEST[:N]...]
+Runs every test (or the named ones; TEST:N or --case N: case N alone) and prints
+'Summary: N passed, N failed, N broken, N skipped'.  Exit 0 when nothing failed or broke.
+  --strict      every TCONF counts as failed, unless its reason is in the allow-list
+  --lenient     a run that only TCONFed is skipped (the default; the number is printed)
+  --allow-list  the strict mode's allow-list (default: the one built in)";
 
-fn parse_args() -> Opts {
+fn parse_args(args: &[String]) -> Result<Opts, String> {
     let mut o = Opts {
         ktap: false,
         list: false,
         only: vec![],
+        case: None,
         fs: None,
         timeout_mul: 1.0,
+        mode: Mode::Lenient,
+        allow_file: None,
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
+    let mut it = args.iter();
+    let num = |what: &str, v: Option<&String>| -> Result<String, String> {
+        v.cloned().ok_or_else(|| format!("{what} needs a value"))
+    };
+    while let Some(a) = it.next() {
         match a.as_str() {
             "--ktap" => o.ktap = true,
             "--list" => o.list = true,
+            // The last of the two wins, so ARGS=--lenient overrides the
+            // Makefile's --strict.
+            "--strict" => o.mode = Mode::Strict,
+            "--lenient" => o.mode = Mode::Lenient,
+            "--allow-list" => o.allow_file = Some(num(a, it.next())?),
             "--fs" => {
-                let v = args.next().unwrap_or_else(|| usage());
+                let v = num(a, it.next())?;
                 o.fs = Some(v.split(',').map(str::to_string).collect());
             }
             "--timeout-mul" => {
-                let v = args.next().unwrap_or_else(|| usage());
-                o.timeout_mul = v.parse().unwrap_or_else(|_| {
-                    eprintln!("--timeout-mul: not a number: {v}");
-                    std::process::exit(2)
-                });
+                let v = num(a, it.next())?;
+                o.timeout_mul = v
+                    .parse()
+                    .map_err(|_| format!("--timeout-mul: not a number: {v}"))?;
             }
-            "-h" | "--help" => usage(),
-            s if s.starts_with('-') => {
-                eprintln!("unknown option {s}");
-                usage()
+            "--case" => {
+                let v = num(a, it.next())?;
+                o.case = Some(
+                    v.parse()
+                        .map_err(|_| format!("--case: not a number: {v}"))?,
+                );
             }
-            s => o.only.push(s.to_string()),
+            "-h" | "--help" => return Err(String::new()),
+            s if s.starts_with('-') => return Err(format!("unknown option {s}")),
+            s => match s.rsplit_once(':') {
+                Some((n, c)) if c.parse::<u32>().is_ok() => {
+                    o.only.push((n.to_string(), c.parse().ok()))
+                }
+                _ => o.only.push((s.to_string(), None)),
+            },
         }
     }
-    o
+    Ok(o)
 }
 
 fn kernel_version() -> Option<(u32, u32)> {
@@ -131,10 +191,24 @@ fn kernel_version() -> Option<(u32, u32)> {
     Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
 }
 
-/// One test on one filesystem.
+/// Is `cmd` an executable in `PATH` (or, with a '/', at that path)?
+pub fn have_cmd(cmd: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let exe = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if cmd.contains('/') {
+        return exe(Path::new(cmd));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path).any(|d| exe(&d.join(cmd)))
+}
+
+/// One test on one filesystem (all its selected cases).
 struct Variant<'a> {
     test: &'a Test,
     fs: Option<Fs>,
+    cases: Vec<u32>,
 }
 
 impl Variant<'_> {
@@ -146,44 +220,242 @@ impl Variant<'_> {
     }
 }
 
-#[derive(Default)]
-struct Totals {
-    passed: u32,
-    failed: u32,
-    broken: u32,
-    skipped: u32,
+/// How one run counts, with the reason to print.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub outcome: Outcome,
+    pub reason: String,
 }
 
-/// Entry point for a test binary: run `tests` as the command line asks.
+/// The verdict of one run: LTP's rules ([`Tally::outcome`]), then, in
+/// strict mode, a TCONF whose reason `allowed` does not accept makes the run
+/// failed (also when other results passed).
+pub fn verdict(tally: &Tally, mode: Mode, allowed: &dyn Fn(&str) -> bool) -> Verdict {
+    let outcome = tally.outcome();
+    let first_conf = tally.conf_reasons.first().cloned().unwrap_or_default();
+    let v = |outcome, reason: String| Verdict { outcome, reason };
+    match outcome {
+        Outcome::Failed | Outcome::Broken => {
+            return v(outcome, tally.first_problem.clone().unwrap_or_default())
+        }
+        Outcome::Passed | Outcome::Skipped => {}
+    }
+    if mode == Mode::Strict {
+        if let Some(r) = tally.conf_reasons.iter().find(|r| !allowed(r)) {
+            return v(
+                Outcome::Failed,
+                format!("TCONF in strict mode (not in the allow-list): {r}"),
+            );
+        }
+        if outcome == Outcome::Skipped {
+            return v(outcome, format!("{first_conf} (allow-listed)"));
+        }
+    }
+    match outcome {
+        Outcome::Skipped => v(outcome, first_conf),
+        _ => v(outcome, String::new()),
+    }
+}
+
+/// The counts of a whole run.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Totals {
+    pub passed: u32,
+    pub failed: u32,
+    pub broken: u32,
+    pub skipped: u32,
+    /// Runs that reported a TCONF, and how many of them the allow-list
+    /// accepted.
+    pub tconf: u32,
+    pub tconf_allowed: u32,
+}
+
+impl Totals {
+    pub fn add(&mut self, tally: &Tally, v: &Verdict, allowed: &dyn Fn(&str) -> bool) {
+        match v.outcome {
+            Outcome::Passed => self.passed += 1,
+            Outcome::Failed => self.failed += 1,
+            Outcome::Broken => self.broken += 1,
+            Outcome::Skipped => self.skipped += 1,
+        }
+        if tally.conf > 0 {
+            self.tconf += 1;
+            if tally.conf_reasons.iter().all(|r| allowed(r)) {
+                self.tconf_allowed += 1;
+            }
+        }
+    }
+
+    /// The line `.ci/run` parses: keep the format.
+    pub fn summary(&self) -> String {
+        format!(
+            "Summary: {} passed, {} failed, {} broken, {} skipped",
+            self.passed, self.failed, self.broken, self.skipped
+        )
+    }
+
+    /// How many runs TCONFed, and what the mode made of them.
+    pub fn tconf_line(&self, mode: Mode, runs: usize) -> String {
+        match mode {
+            Mode::Lenient => format!(
+                "TCONF: {} of {runs} test runs (lenient: counted as skipped; --strict counts them \
+                 as failed unless allow-listed)",
+                self.tconf
+            ),
+            Mode::Strict => format!(
+                "TCONF: {} of {runs} test runs, {} allow-listed (strict: the others count as failed)",
+                self.tconf, self.tconf_allowed
+            ),
+        }
+    }
+}
+
+/// Entry point for a test binary: run `tests` as the command line asks,
+/// with no allow-list unless `--allow-list` names one.
 pub fn main(tests: &[Test]) -> ExitCode {
-    let o = parse_args();
+    main_with_allow_list(tests, "", "")
+}
+
+/// Entry point with a built-in allow-list (`name` for messages, `text` its
+/// contents, usually `include_str!` of the committed file).
+pub fn main_with_allow_list(tests: &[Test], name: &str, text: &str) -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    ExitCode::from(run_main(tests, name, text, &args))
+}
+
+fn check_table(tests: &[Test]) -> Result<(), String> {
+    for (i, t) in tests.iter().enumerate() {
+        if tests[..i].iter().any(|u| u.name == t.name) {
+            return Err(format!("two tests named {}", t.name));
+        }
+        if (t.tcnt > 0) != t.run_case.is_some() {
+            return Err(format!("{}: tcnt and run_case go together", t.name));
+        }
+    }
+    Ok(())
+}
+
+fn load_allow_list(o: &Opts, tests: &[Test], name: &str, text: &str) -> Result<AllowList, String> {
+    let (name, text) = match &o.allow_file {
+        Some(f) => (
+            f.as_str(),
+            std::fs::read_to_string(f).map_err(|e| format!("{f}: {e}"))?,
+        ),
+        None => (name, text.to_string()),
+    };
+    let l = AllowList::parse(&text).map_err(|e| format!("allow-list {name}: {e}"))?;
+    l.check_tests(tests)
+        .map_err(|e| format!("allow-list {name}: {e}"))?;
+    Ok(l)
+}
+
+fn list(tests: &[Test], sel: &dyn Fn(&Test) -> bool) {
+    for t in tests.iter().filter(|t| sel(t)) {
+        println!("{:28} {}", t.name, t.doc);
+        let pad = "";
+        if t.tcnt > 0 {
+            println!(
+                "{pad:28}   cases: {} ({}:0 .. {}:{})",
+                t.tcnt,
+                t.name,
+                t.name,
+                t.tcnt - 1
+            );
+        }
+        if !t.needs_cmds.is_empty() {
+            println!("{pad:28}   needs: {}", t.needs_cmds.join(" "));
+        }
+        for (k, v) in t.tags {
+            println!("{pad:28}   {k}: {v}");
+        }
+    }
+}
+
+/// The whole run; returns the exit status (0 ok, 1 something failed or
+/// broke, 2 usage or configuration error).
+fn run_main(tests: &[Test], allow_name: &str, allow_text: &str, args: &[String]) -> u8 {
+    let o = match parse_args(args) {
+        Ok(o) => o,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("fpc-tests: {e}");
+            }
+            eprintln!("{USAGE}");
+            return 2;
+        }
+    };
+    if o.case.is_some() && o.only.is_empty() {
+        eprintln!("fpc-tests: --case needs a test name");
+        return 2;
+    }
+    if let Err(e) = check_table(tests) {
+        eprintln!("fpc-tests: test table: {e}");
+        return 2;
+    }
+    let allow = match load_allow_list(&o, tests, allow_name, allow_text) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("fpc-tests: {e}");
+            return 2;
+        }
+    };
+    // Which tests, and which of their cases (None: all).
+    let mut chosen: Vec<(&Test, Option<BTreeSet<u32>>)> = Vec::new();
     for t in tests {
-        if !o.only.is_empty() && !o.only.iter().any(|n| n == t.name) {
+        let picks: Vec<Option<u32>> = o
+            .only
+            .iter()
+            .filter(|(n, _)| n == t.name)
+            .map(|(_, c)| c.or(o.case))
+            .collect();
+        if !o.only.is_empty() && picks.is_empty() {
             continue;
         }
-        if o.list {
-            println!("{:28} {}", t.name, t.doc);
-            for (k, v) in t.tags {
-                println!("{:28}   {k}: {v}", "");
+        let cases = if picks.iter().any(Option::is_none) || (picks.is_empty() && o.case.is_none()) {
+            None
+        } else {
+            Some(picks.iter().flatten().copied().chain(o.case).collect())
+        };
+        chosen.push((t, cases));
+    }
+    for (n, _) in &o.only {
+        if !tests.iter().any(|t| t.name == n) {
+            eprintln!("fpc-tests: no test named {n} (see --list)");
+            return 2;
+        }
+    }
+    for (t, cases) in &chosen {
+        if let Some(c) = cases {
+            if t.tcnt == 0 {
+                eprintln!("fpc-tests: {} has no cases", t.name);
+                return 2;
+            }
+            if let Some(bad) = c.iter().find(|&&i| i >= t.tcnt) {
+                eprintln!(
+                    "fpc-tests: {} has cases 0..{}, not {bad}",
+                    t.name,
+                    t.tcnt - 1
+                );
+                return 2;
             }
         }
     }
     if o.list {
-        return ExitCode::SUCCESS;
-    }
-    for n in &o.only {
-        if !tests.iter().any(|t| t.name == n) {
-            eprintln!("fpc-tests: no test named {n} (see --list)");
-            return ExitCode::from(2);
-        }
+        list(tests, &|t| chosen.iter().any(|(c, _)| c.name == t.name));
+        return 0;
     }
     let mut variants = Vec::new();
-    for t in tests
-        .iter()
-        .filter(|t| o.only.is_empty() || o.only.iter().any(|n| n == t.name))
-    {
+    for (t, cases) in &chosen {
+        let cases: Vec<u32> = match cases {
+            Some(c) => c.iter().copied().collect(),
+            None => (0..t.tcnt).collect(),
+        };
         if t.filesystems.is_empty() {
-            variants.push(Variant { test: t, fs: None });
+            variants.push(Variant {
+                test: t,
+                fs: None,
+                cases: cases.clone(),
+            });
         }
         for &f in t.filesystems {
             if o.fs
@@ -193,67 +465,93 @@ pub fn main(tests: &[Test]) -> ExitCode {
                 variants.push(Variant {
                     test: t,
                     fs: Some(f),
+                    cases: cases.clone(),
                 });
             }
         }
     }
+    run_variants(&variants, &o, &allow)
+}
 
+/// Run the variants and print results and the summary.
+fn run_variants(variants: &[Variant<'_>], o: &Opts, allow: &AllowList) -> u8 {
     let root = nix::unistd::geteuid().is_root();
-    let kconfig = KConfig::load();
-    if let Err(e) = &kconfig {
-        println!("fpc-tests: TINFO: {e:#}: kernel config requirements cannot be checked");
+    let env = Env {
+        root,
+        kconfig: match KConfig::load() {
+            Ok(k) => Some(k),
+            Err(e) => {
+                println!("fpc-tests: TINFO: {e:#}: kernel config requirements cannot be checked");
+                None
+            }
+        },
+        kver: kernel_version(),
+    };
+    if !root {
+        println!("fpc-tests: TINFO: not root: the kernel log is not checked");
     }
-    let kver = kernel_version();
     let scratch = match Scratch::new(root) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("fpc-tests: cannot set up a scratch area: {e:#}");
-            return ExitCode::FAILURE;
+            return 1;
         }
     };
     if o.ktap {
         ktap::header(variants.len());
     }
+    let start = Instant::now();
     let mut totals = Totals::default();
     let mut stuck = false;
     for (i, v) in variants.iter().enumerate() {
         let name = v.name();
-        let (outcome, reason) = if stuck {
-            (
-                Outcome::Broken,
-                "not run: an earlier test left a task stuck in the kernel".to_string(),
-            )
+        let t0 = Instant::now();
+        let mut tally = Tally::default();
+        if stuck {
+            tally.add_msg(
+                ResKind::Broken,
+                "not run: an earlier test left a task stuck in the kernel",
+            );
         } else {
-            let (oc, r, s) = run_variant(v, &o, root, kconfig.as_ref().ok(), kver, &scratch);
-            stuck = s;
-            (oc, r)
-        };
-        match outcome {
-            Outcome::Passed => totals.passed += 1,
-            Outcome::Failed => totals.failed += 1,
-            Outcome::Broken => totals.broken += 1,
-            Outcome::Skipped => totals.skipped += 1,
+            stuck = run_variant(v, o, &env, &scratch, &mut tally);
         }
+        let secs = t0.elapsed().as_secs_f64();
+        let fs = v.fs.map(Fs::name);
+        let allowed = |r: &str| allow.find(v.test.name, fs, r).is_some();
+        let vd = verdict(&tally, o.mode, &allowed);
+        totals.add(&tally, &vd, &allowed);
+        let sep = if vd.reason.is_empty() { "" } else { ": " };
+        let line = format!(
+            "{name}: {} ({secs:.1} s){sep}{}",
+            outcome_word(vd.outcome),
+            vd.reason
+        );
         if o.ktap {
-            ktap::result(i + 1, &name, outcome, &reason);
+            println!("# {line}");
+            ktap::result(i + 1, &name, vd.outcome, &vd.reason);
         } else {
-            println!("{name}: {} {reason}", outcome_word(outcome));
+            println!("{line}");
         }
     }
     drop(scratch);
-    let line = format!(
-        "Summary: {} passed, {} failed, {} broken, {} skipped",
-        totals.passed, totals.failed, totals.broken, totals.skipped
+    let pre = if o.ktap { "# " } else { "" };
+    println!("{pre}{}", totals.tconf_line(o.mode, variants.len()));
+    println!(
+        "{pre}Wall time: {:.1} s for {} test runs",
+        start.elapsed().as_secs_f64(),
+        variants.len()
     );
     if o.ktap {
-        println!("# {line}");
-    } else {
-        println!("{line}");
+        println!(
+            "{}",
+            ktap::totals(totals.passed, totals.failed, totals.skipped, totals.broken)
+        );
     }
+    println!("{pre}{}", totals.summary());
     if totals.failed + totals.broken > 0 {
-        ExitCode::FAILURE
+        1
     } else {
-        ExitCode::SUCCESS
+        0
     }
 }
 
@@ -266,21 +564,48 @@ fn outcome_word(o: Outcome) -> &'static str {
     }
 }
 
-/// Print a result line from the parent (the runner's own findings).
-fn parent_res(prefix: &str, kind: ResKind, msg: &str, tally: &mut Tally) {
-    println!("{prefix}: {}: {msg}", kind.word());
-    tally.add(kind);
+/// What the runner knows about the machine.
+struct Env {
+    root: bool,
+    kconfig: Option<KConfig>,
+    kver: Option<(u32, u32)>,
 }
 
-/// Returns (outcome, reason, a task is stuck in the kernel).
-fn run_variant(
-    v: &Variant<'_>,
-    o: &Opts,
-    root: bool,
-    kconfig: Option<&KConfig>,
-    kver: Option<(u32, u32)>,
-    scratch: &Scratch,
-) -> (Outcome, String, bool) {
+/// Why a run cannot start here (TCONF), checked in the runner.
+fn requirements(v: &Variant<'_>, env: &Env) -> Option<String> {
+    let t = v.test;
+    if t.needs_root && !env.root {
+        return Some("needs root".into());
+    }
+    if let (Some(min), Some(have)) = (t.min_kver, env.kver) {
+        if have < min {
+            return Some(format!("needs kernel >= {}.{}", min.0, min.1));
+        }
+    }
+    let mut reqs: Vec<&str> = t.needs_kconfigs.to_vec();
+    if let Some(f) = v.fs {
+        reqs.push(f.kconfig());
+    }
+    if let Some(kc) = &env.kconfig {
+        let missing = kc.missing(&reqs);
+        if !missing.is_empty() {
+            return Some(format!("kernel config lacks {}", missing.join(" ")));
+        }
+    }
+    let mut cmds: Vec<&str> = t.needs_cmds.to_vec();
+    if let Some(f) = v.fs {
+        cmds.extend(["mount", "umount"]);
+        cmds.extend(f.mkfs_cmd());
+    }
+    let missing: Vec<&str> = cmds.into_iter().filter(|c| !have_cmd(c)).collect();
+    if !missing.is_empty() {
+        return Some(format!("needs command {} (not in PATH)", missing.join(" ")));
+    }
+    None
+}
+
+/// One run into `tally`.  Returns true if a task is stuck in the kernel.
+fn run_variant(v: &Variant<'_>, o: &Opts, env: &Env, scratch: &Scratch, tally: &mut Tally) -> bool {
     let t = v.test;
     let name = v.name();
     let prefix = if o.ktap {
@@ -288,31 +613,28 @@ fn run_variant(
     } else {
         name.clone()
     };
-    let mut tally = Tally::default();
-    let skip = |why: String| {
-        println!("{prefix}: TCONF: {why}");
-        (Outcome::Skipped, why, false)
+    if let Some(why) = requirements(v, env) {
+        parent_res(&prefix, ResKind::Conf, &why, tally);
+        return false;
+    }
+    // The kernel-log check is part of every test: if it cannot be done, the
+    // run is broken, not silently unchecked.
+    let kmsg = if env.root {
+        match Kmsg::open_at_end() {
+            Ok(k) => Some(k),
+            Err(e) => {
+                parent_res(
+                    &prefix,
+                    ResKind::Broken,
+                    &format!("kernel log check impossible: {e:#}"),
+                    tally,
+                );
+                return false;
+            }
+        }
+    } else {
+        None
     };
-    if t.needs_root && !root {
-        return skip("needs root".into());
-    }
-    if let (Some(min), Some(have)) = (t.min_kver, kver) {
-        if have < min {
-            return skip(format!("needs kernel >= {}.{}", min.0, min.1));
-        }
-    }
-    let mut reqs: Vec<&str> = t.needs_kconfigs.to_vec();
-    if let Some(f) = v.fs {
-        reqs.push(f.kconfig());
-    }
-    if let Some(kc) = kconfig {
-        let missing = kc.missing(&reqs);
-        if !missing.is_empty() {
-            return skip(format!("kernel config lacks {}", missing.join(" ")));
-        }
-    }
-
-    let kmsg = Kmsg::open_at_end().ok();
     let mnt = scratch.dir.join("mnt");
     let mounted: Option<Mounted> = match v.fs {
         Some(f) => match f.mount(&scratch.dir, &mnt) {
@@ -322,9 +644,9 @@ fn run_variant(
                     &prefix,
                     ResKind::Broken,
                     &format!("{} setup: {e:#}", f.name()),
-                    &mut tally,
+                    tally,
                 );
-                return (Outcome::Broken, "filesystem setup failed".into(), false);
+                return false;
             }
         },
         None => {
@@ -334,20 +656,19 @@ fn run_variant(
                     &prefix,
                     ResKind::Broken,
                     &format!("mkdir {}: {e}", mnt.display()),
-                    &mut tally,
+                    tally,
                 );
-                return (Outcome::Broken, "scratch setup failed".into(), false);
+                return false;
             }
             None
         }
     };
-    let timeout = Duration::from_secs_f64(t.timeout.as_secs_f64() * o.timeout_mul);
     let ctx = Ctx {
         fs: v.fs,
-        mnt: mnt.clone(),
-        timeout,
+        mnt,
+        timeout: Duration::from_secs_f64(t.timeout.as_secs_f64() * o.timeout_mul),
     };
-    let stuck = run_child(t, &ctx, &prefix, timeout, &mut tally);
+    let stuck = run_test(t, &ctx, &prefix, &v.cases, tally);
     if !stuck {
         drop(mounted);
     } else {
@@ -357,170 +678,24 @@ fn run_variant(
     // moment to reach the log.
     std::thread::sleep(Duration::from_millis(50));
     if let Some(k) = kmsg {
-        for l in k.bad_lines() {
-            parent_res(
-                &prefix,
-                ResKind::Fail,
-                &format!("kernel log: {l}"),
-                &mut tally,
-            );
-        }
-    }
-    let outcome = tally.outcome();
-    let reason = match outcome {
-        Outcome::Broken if tally.broken + tally.warn == 0 => {
-            parent_res(
-                &prefix,
-                ResKind::Broken,
-                "test reported no result",
-                &mut tally,
-            );
-            "no result".into()
-        }
-        Outcome::Skipped => "TCONF".into(),
-        _ => String::new(),
-    };
-    (outcome, reason, stuck)
-}
-
-/// Fork, run the body, collect results.  Returns true if the child could not
-/// be reaped after SIGKILL (stuck in the kernel).
-fn run_child(t: &Test, ctx: &Ctx, prefix: &str, timeout: Duration, tally: &mut Tally) -> bool {
-    let (rfd, wfd) = match pipe() {
-        Ok(p) => p,
-        Err(e) => {
-            parent_res(prefix, ResKind::Broken, &format!("pipe: {e}"), tally);
-            return false;
-        }
-    };
-    // SAFETY: the runner is single-threaded here; the child only runs the
-    // test body and then _exit()s.
-    let child = match unsafe { fork() } {
-        Err(e) => {
-            parent_res(prefix, ResKind::Broken, &format!("fork: {e}"), tally);
-            return false;
-        }
-        Ok(ForkResult::Child) => {
-            drop(rfd);
-            let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
-            res::set_reporter(wfd.as_raw_fd(), prefix.to_string());
-            std::mem::forget(wfd);
-            let _ = std::env::set_current_dir(&ctx.mnt);
-            if let Some(p) = t.probe {
-                if let Err(why) = p(ctx) {
-                    res::report_exit(ResKind::Conf, format_args!("{why}"));
+        match k.bad_lines() {
+            Ok(lines) => {
+                for l in lines {
+                    parent_res(&prefix, ResKind::Fail, &format!("kernel log: {l}"), tally);
                 }
             }
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (t.run)(ctx)));
-            if r.is_err() {
-                res::report(ResKind::Broken, format_args!("test panicked"));
-            }
-            // SAFETY: _exit is always safe.
-            unsafe { libc::_exit(0) }
-        }
-        Ok(ForkResult::Parent { child }) => child,
-    };
-    drop(wfd);
-    let _ = setpgid(child, child);
-    let deadline = Instant::now() + timeout;
-    let mut buf = [0u8; 256];
-    let mut status = None;
-    let mut pipe_open = true;
-    loop {
-        if pipe_open {
-            let mut fds = [PollFd::new(rfd.as_fd(), PollFlags::POLLIN)];
-            // Read only what poll says is there: a blocking read of a silent
-            // child's pipe would never get to the deadline below.
-            if matches!(poll(&mut fds, PollTimeout::from(100u16)), Ok(n) if n > 0) {
-                match read(rfd.as_raw_fd(), &mut buf) {
-                    Ok(0) => pipe_open = false,
-                    Ok(n) => buf[..n]
-                        .iter()
-                        .filter_map(|&c| ResKind::from_code(c))
-                        .for_each(|k| tally.add(k)),
-                    Err(Errno::EINTR) | Err(Errno::EAGAIN) => {}
-                    Err(_) => pipe_open = false,
-                }
-            }
-        } else {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if status.is_none() {
-            match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) => {}
-                Ok(s) => status = Some(s),
-                Err(_) => status = Some(WaitStatus::Exited(child, 255)),
-            }
-        }
-        // Done when the child is gone; leftover grandchildren holding the
-        // pipe are killed with the process group.
-        if let Some(s) = status {
-            drain(&rfd, tally);
-            let _ = killpg(child, Signal::SIGKILL);
-            match s {
-                WaitStatus::Exited(_, 0) => {}
-                WaitStatus::Exited(_, c) => parent_res(
-                    prefix,
-                    ResKind::Broken,
-                    &format!("test process exited with {c}"),
-                    tally,
-                ),
-                WaitStatus::Signaled(_, sig, _) => parent_res(
-                    prefix,
-                    ResKind::Broken,
-                    &format!("test process killed by {sig:?}"),
-                    tally,
-                ),
-                _ => {}
-            }
-            return false;
-        }
-        if Instant::now() >= deadline {
-            parent_res(
-                prefix,
+            Err(e) => parent_res(
+                &prefix,
                 ResKind::Broken,
-                &format!("timeout after {:.0} s", timeout.as_secs_f64()),
+                &format!("kernel log check failed: {e:#}"),
                 tally,
-            );
-            let _ = killpg(child, Signal::SIGKILL);
-            let reap_deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < reap_deadline {
-                match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-                    Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(100)),
-                    _ => return false,
-                }
-            }
-            dump_stuck(child, prefix, tally);
-            return true;
+            ),
         }
     }
-}
-
-fn drain(rfd: &std::os::fd::OwnedFd, tally: &mut Tally) {
-    let _ = nix::fcntl::fcntl(
-        rfd.as_raw_fd(),
-        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-    );
-    let mut buf = [0u8; 256];
-    while let Ok(n) = read(rfd.as_raw_fd(), &mut buf) {
-        if n == 0 {
-            break;
-        }
-        buf[..n]
-            .iter()
-            .filter_map(|&c| ResKind::from_code(c))
-            .for_each(|k| tally.add(k));
+    if tally.outcome() == Outcome::Broken && tally.broken + tally.warn == 0 {
+        parent_res(&prefix, ResKind::Broken, "test reported no result", tally);
     }
-}
-
-fn dump_stuck(child: Pid, prefix: &str, tally: &mut Tally) {
-    let stack = std::fs::read_to_string(format!("/proc/{child}/stack")).unwrap_or_default();
-    parent_res(
-        prefix,
-        ResKind::Broken,
-        &format!("test process {child} did not die after SIGKILL; kernel stack:\n{stack}"),
-        tally,
-    );
+    stuck
 }
 
 /// A private tmpfs for images and mount points, removed at the end.
@@ -564,9 +739,28 @@ impl Drop for Scratch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{tbrok, tconf, tpass};
+
+    fn ctx(timeout_ms: u64) -> Ctx {
+        Ctx {
+            fs: None,
+            mnt: std::env::temp_dir(),
+            timeout: Duration::from_millis(timeout_ms),
+        }
+    }
+
+    fn run(t: &Test, timeout_ms: u64, cases: &[u32]) -> (Tally, bool, Duration) {
+        let mut tally = Tally::default();
+        let t0 = Instant::now();
+        let stuck = run_test(t, &ctx(timeout_ms), t.name, cases, &mut tally);
+        (tally, stuck, t0.elapsed())
+    }
 
     fn sleep_forever(_: &Ctx) {
         std::thread::sleep(Duration::from_secs(600));
+    }
+    fn cleanup_passes(_: &Ctx) {
+        tpass!("cleanup ran");
     }
 
     /// A child that hangs without writing a result still hits its timeout
@@ -575,24 +769,315 @@ mod tests {
     fn silent_child_times_out() {
         let t = Test {
             name: "silent",
-            doc: "sleeps",
             run: sleep_forever,
             ..Test::DEFAULT
         };
-        let ctx = Ctx {
-            fs: None,
-            mnt: std::env::temp_dir(),
-            timeout: Duration::from_millis(300),
-        };
-        let mut tally = Tally::default();
-        let t0 = Instant::now();
-        let stuck = run_child(&t, &ctx, "silent", ctx.timeout, &mut tally);
+        let (tally, stuck, took) = run(&t, 300, &[]);
         assert!(!stuck, "a sleeping child must be reaped after SIGKILL");
-        assert_eq!(tally.broken, 1, "the timeout is one TBROK");
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "took {:?}",
-            t0.elapsed()
+        assert_eq!(tally.broken, 1, "the timeout is one TBROK: {tally:?}");
+        assert!(took < Duration::from_secs(10), "took {took:?}");
+    }
+
+    #[test]
+    fn cleanup_after_tbrok_in_body() {
+        let t = Test {
+            name: "brok",
+            run: |_| tbrok!("body breaks"),
+            cleanup: Some(cleanup_passes),
+            ..Test::DEFAULT
+        };
+        let (tally, _, _) = run(&t, 10_000, &[]);
+        assert_eq!((tally.broken, tally.pass), (1, 1), "{tally:?}");
+        assert_eq!(tally.first_problem.as_deref(), Some("body breaks"));
+    }
+
+    #[test]
+    fn cleanup_after_tbrok_or_panic_in_setup() {
+        let t = Test {
+            name: "setup_brok",
+            setup: Some(|_| tbrok!("setup breaks")),
+            run: |_| tpass!("body must not run"),
+            cleanup: Some(cleanup_passes),
+            ..Test::DEFAULT
+        };
+        let (tally, _, _) = run(&t, 10_000, &[]);
+        assert_eq!((tally.broken, tally.pass), (1, 1), "{tally:?}");
+        let t = Test {
+            name: "setup_panic",
+            setup: Some(|_| panic!("setup panics")),
+            run: |_| tpass!("body must not run"),
+            cleanup: Some(cleanup_passes),
+            ..Test::DEFAULT
+        };
+        let (tally, _, _) = run(&t, 10_000, &[]);
+        assert_eq!((tally.broken, tally.pass), (1, 1), "{tally:?}");
+    }
+
+    #[test]
+    fn cleanup_once_after_normal_end() {
+        let t = Test {
+            name: "normal",
+            setup: Some(|_| tpass!("setup ran")),
+            run: |_| tpass!("body ran"),
+            cleanup: Some(cleanup_passes),
+            ..Test::DEFAULT
+        };
+        let (tally, _, _) = run(&t, 10_000, &[]);
+        assert_eq!((tally.pass, tally.broken), (3, 0), "{tally:?}");
+    }
+
+    #[test]
+    fn cleanup_after_timeout_in_fresh_process() {
+        let t = Test {
+            name: "hang",
+            run: sleep_forever,
+            cleanup: Some(cleanup_passes),
+            ..Test::DEFAULT
+        };
+        let (tally, stuck, took) = run(&t, 300, &[]);
+        assert!(!stuck);
+        assert_eq!((tally.broken, tally.pass), (1, 1), "{tally:?}");
+        assert!(took < Duration::from_secs(10), "took {took:?}");
+    }
+
+    #[test]
+    fn cleanup_after_crash_in_fresh_process() {
+        let t = Test {
+            name: "crash",
+            run: |_| {
+                let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+            },
+            cleanup: Some(cleanup_passes),
+            ..Test::DEFAULT
+        };
+        let (tally, _, _) = run(&t, 10_000, &[]);
+        assert_eq!((tally.broken, tally.pass), (1, 1), "{tally:?}");
+    }
+
+    #[test]
+    fn no_cleanup_when_probe_tconfs() {
+        let t = Test {
+            name: "probe_conf",
+            probe: Some(|_| Err("feature absent".into())),
+            run: |_| tpass!("body must not run"),
+            cleanup: Some(cleanup_passes),
+            ..Test::DEFAULT
+        };
+        let (tally, _, _) = run(&t, 10_000, &[]);
+        assert_eq!((tally.conf, tally.pass), (1, 0), "{tally:?}");
+        assert_eq!(tally.conf_reasons, ["feature absent"]);
+    }
+
+    #[test]
+    fn tconf_after_probe_is_tfail() {
+        let t = Test {
+            name: "probe_ok",
+            probe: Some(|_| Ok(())),
+            run: |_| tconf!("filesystem has no pre-content support"),
+            ..Test::DEFAULT
+        };
+        let (tally, _, _) = run(&t, 10_000, &[]);
+        assert_eq!((tally.conf, tally.fail), (0, 1), "{tally:?}");
+        assert!(tally
+            .first_problem
+            .as_deref()
+            .is_some_and(|m| m.starts_with("TCONF after the feature probe passed")));
+        // Without a probe a TCONF stays a TCONF, with its reason.
+        let t = Test {
+            name: "no_probe",
+            run: |_| tconf!("no /dev/pmem0"),
+            ..Test::DEFAULT
+        };
+        let (tally, _, _) = run(&t, 10_000, &[]);
+        assert_eq!((tally.conf, tally.fail), (1, 0), "{tally:?}");
+        assert_eq!(tally.conf_reasons, ["no /dev/pmem0"]);
+        assert_eq!(
+            ktap::line(
+                3,
+                "no_probe",
+                tally.outcome(),
+                &verdict(&tally, Mode::Lenient, &|_| false).reason
+            ),
+            "ok 3 no_probe # SKIP no /dev/pmem0"
         );
+    }
+
+    fn three_cases(_: &Ctx, i: u32) {
+        match i {
+            1 => tbrok!("case 1 breaks"),
+            2 => tpass!("case 2 passes"),
+            _ => tpass!("case {i} passes"),
+        }
+    }
+
+    #[test]
+    fn case_tbrok_does_not_stop_the_next() {
+        let t = Test {
+            name: "cases",
+            tcnt: 3,
+            run_case: Some(three_cases),
+            setup: Some(|_| tpass!("setup once")),
+            cleanup: Some(cleanup_passes),
+            ..Test::DEFAULT
+        };
+        let (tally, _, _) = run(&t, 10_000, &[0, 1, 2]);
+        // setup + cases 0 and 2 + cleanup
+        assert_eq!((tally.pass, tally.broken), (4, 1), "{tally:?}");
+        // One case alone.
+        let (tally, _, _) = run(&t, 10_000, &[2]);
+        assert_eq!((tally.pass, tally.broken), (3, 0), "{tally:?}");
+    }
+
+    #[test]
+    fn case_timeout_does_not_stop_the_next() {
+        let t = Test {
+            name: "case_hang",
+            tcnt: 2,
+            run_case: Some(|_, i| {
+                if i == 0 {
+                    std::thread::sleep(Duration::from_secs(600));
+                }
+                tpass!("case {i}");
+            }),
+            ..Test::DEFAULT
+        };
+        let (tally, stuck, _) = run(&t, 300, &[0, 1]);
+        assert!(!stuck);
+        assert_eq!((tally.pass, tally.broken), (1, 1), "{tally:?}");
+    }
+
+    fn tally(pass: u32, conf: &[&str]) -> Tally {
+        let mut t = Tally::default();
+        for _ in 0..pass {
+            t.add_msg(ResKind::Pass, "");
+        }
+        for r in conf {
+            t.add_msg(ResKind::Conf, r);
+        }
+        t
+    }
+
+    #[test]
+    fn strict_and_lenient_counting() {
+        let allowed = |r: &str| r.contains("no /dev/pmem0");
+        let runs = [
+            tally(2, &[]),
+            tally(0, &["FAN_PRE_FAULT: EINVAL"]),
+            tally(0, &["no /dev/pmem0"]),
+            tally(1, &["FAN_PRE_FAULT: EINVAL"]),
+            {
+                let mut t = tally(1, &["FAN_PRE_FAULT: EINVAL"]);
+                t.add_msg(ResKind::Broken, "timeout");
+                t
+            },
+        ];
+        let count = |mode| {
+            let mut tot = Totals::default();
+            let mut words = vec![];
+            for t in &runs {
+                let v = verdict(t, mode, &allowed);
+                tot.add(t, &v, &allowed);
+                words.push(v.outcome);
+            }
+            (tot, words)
+        };
+        let (lenient, words) = count(Mode::Lenient);
+        use Outcome::*;
+        assert_eq!(words, [Passed, Skipped, Skipped, Passed, Broken]);
+        assert_eq!(
+            lenient.summary(),
+            "Summary: 2 passed, 0 failed, 1 broken, 2 skipped"
+        );
+        assert_eq!((lenient.tconf, lenient.tconf_allowed), (4, 1));
+        assert!(lenient
+            .tconf_line(Mode::Lenient, 5)
+            .starts_with("TCONF: 4 of 5 test runs"));
+        let (strict, words) = count(Mode::Strict);
+        assert_eq!(words, [Passed, Failed, Skipped, Failed, Broken]);
+        assert_eq!(
+            strict.summary(),
+            "Summary: 1 passed, 2 failed, 1 broken, 1 skipped"
+        );
+        let v = verdict(&runs[1], Mode::Strict, &allowed);
+        assert_eq!(
+            v.reason,
+            "TCONF in strict mode (not in the allow-list): FAN_PRE_FAULT: EINVAL"
+        );
+        assert_eq!(ktap::line(2, "x", v.outcome, &v.reason), "not ok 2 x");
+        let v = verdict(&runs[2], Mode::Strict, &allowed);
+        assert_eq!(
+            ktap::line(3, "x", v.outcome, &v.reason),
+            "ok 3 x # SKIP no /dev/pmem0 (allow-listed)"
+        );
+        // The line .ci/run parses.
+        let re = |s: &str| {
+            let w: Vec<&str> = s.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+            w.len() == 9
+                && w[0] == "Summary:"
+                && [1, 3, 5, 7].iter().all(|&i| w[i].parse::<u32>().is_ok())
+                && w[2] == "passed"
+                && w[4] == "failed"
+                && w[6] == "broken"
+                && w[8] == "skipped"
+        };
+        assert!(re(&strict.summary()) && re(&lenient.summary()));
+    }
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn command_line() {
+        let tests = [
+            Test {
+                name: "a",
+                ..Test::DEFAULT
+            },
+            Test {
+                name: "b",
+                tcnt: 3,
+                run_case: Some(|_, _| {}),
+                ..Test::DEFAULT
+            },
+        ];
+        let ok = "a no /dev/pmem0 # the VM has none\n";
+        assert_eq!(run_main(&tests, "allow", ok, &args(&["--list"])), 0);
+        assert_eq!(run_main(&tests, "allow", ok, &args(&["--list", "b:2"])), 0);
+        assert_eq!(
+            run_main(&tests, "allow", ok, &args(&["--list", "b", "--case", "1"])),
+            0
+        );
+        // A malformed or stale allow-list stops the run before any test.
+        for bad in ["a no /dev/pmem0\n", "c no /dev/pmem0 # gone\n"] {
+            assert_eq!(run_main(&tests, "allow", bad, &args(&["--list"])), 2);
+        }
+        for bad in [
+            &["--list", "c"][..],
+            &["--list", "a:1"],
+            &["--list", "b:3"],
+            &["--case", "1"],
+            &["--bogus"],
+            &["--case", "x", "b"],
+        ] {
+            assert_eq!(run_main(&tests, "allow", ok, &args(bad)), 2, "{bad:?}");
+        }
+        let o = parse_args(&args(&["--strict", "x:2", "y", "--lenient"])).unwrap();
+        assert_eq!(o.mode, Mode::Lenient);
+        assert_eq!(
+            o.only,
+            [("x".to_string(), Some(2)), ("y".to_string(), None)]
+        );
+        assert_eq!(
+            parse_args(&args(&["--lenient", "--strict"])).unwrap().mode,
+            Mode::Strict
+        );
+    }
+
+    #[test]
+    fn commands_in_path() {
+        assert!(have_cmd("sh"));
+        assert!(have_cmd("/bin/sh"));
+        assert!(!have_cmd("fpc-no-such-command"));
     }
 }
