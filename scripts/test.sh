@@ -4,19 +4,29 @@
 # put the kernel tree at exactly base + committed series, build (incremental
 # when warm), build the tests, boot once and run them all.
 #
-# Usage: scripts/test.sh [--base] [-- fpc-tests args...]
-#   --base   test the unpatched base kernel instead (new tests must TCONF/fail)
+# Usage: scripts/test.sh [--base] [--strict|--lenient] [-- fpc-tests args...]
+#   --base     test the unpatched base kernel instead (new tests must TCONF/fail);
+#              lenient unless --strict is given too (then it must fail)
+#   --strict   every TCONF not in selftests/tconf-allow.txt counts as failed
+#              (the default without --base)
+#   --lenient  TCONF counts as skipped (exploratory runs); the number is printed
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 base=0
+mode=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--base) base=1; shift ;;
+	--strict) mode=--strict; shift ;;
+	--lenient) mode=--lenient; shift ;;
 	--) shift; break ;;
-	*) die "usage: $0 [--base] [-- fpc-tests args...]" ;;
+	*) die "usage: $0 [--base] [--strict|--lenient] [-- fpc-tests args...]" ;;
 	esac
 done
+if [ -z "$mode" ]; then
+	if [ $base = 1 ]; then mode=--lenient; else mode=--strict; fi
+fi
 
 "$FPC_TOP/scripts/setup.sh"
 "$FPC_TOP/scripts/fetch-base.sh"
@@ -39,4 +49,5 @@ else
 	fi
 	kdir=$("$FPC_TOP/scripts/build.sh" | tail -n1)
 fi
-make -C "$FPC_TOP/selftests" run KERNEL="$kdir" ARGS="$*"
+info "fpc-tests ${mode#--} mode"
+make -C "$FPC_TOP/selftests" run KERNEL="$kdir" MODE="$mode" ARGS="$*"
