@@ -70,9 +70,27 @@ pub fn drop_cache(path: &Path) {
     .or_brok("fadvise DONTNEED");
 }
 
+/// The filesystems that support pre-content marks (SB_I_ALLOW_HSM), by
+/// statfs(2) f_type: the name of the one `path` is on, if it is one of them.
+pub fn hsm_filesystem(path: &Path) -> Option<&'static str> {
+    use nix::sys::statfs::{statfs, BTRFS_SUPER_MAGIC, EXT4_SUPER_MAGIC, XFS_SUPER_MAGIC};
+    let t = statfs(path)
+        .or_brok(&format!("statfs {}", path.display()))
+        .filesystem_type();
+    [
+        (EXT4_SUPER_MAGIC, "ext4"),
+        (XFS_SUPER_MAGIC, "xfs"),
+        (BTRFS_SUPER_MAGIC, "btrfs"),
+    ]
+    .into_iter()
+    .find(|(m, _)| *m == t)
+    .map(|(_, n)| n)
+}
+
 /// A pre-content group with `mask` marked on `path` (inode mark unless
-/// `flags` says otherwise).  TCONF when the kernel or filesystem lacks
-/// pre-content events.
+/// `flags` says otherwise).  TCONF when the kernel lacks pre-content events
+/// (or FAN_PRE_FAULT) or the filesystem is not one that supports them;
+/// EOPNOTSUPP on ext4, xfs or btrfs, which do, is a failure.
 pub fn pre_content_group(path: &Path, flags: u32, mask: u64) -> Fanotify {
     let g = match Fanotify::init(
         FAN_CLASS_PRE_CONTENT | FAN_CLOEXEC,
@@ -86,9 +104,13 @@ pub fn pre_content_group(path: &Path, flags: u32, mask: u64) -> Fanotify {
     };
     match g.mark(FAN_MARK_ADD | flags, mask, path) {
         Ok(()) => g,
-        Err(e) if e.errno() == Some(Errno::EOPNOTSUPP) => {
-            tconf!("filesystem has no pre-content support: {e}")
-        }
+        Err(e) if e.errno() == Some(Errno::EOPNOTSUPP) => match hsm_filesystem(path) {
+            Some(fs) => ltp::res::report_exit(
+                ltp::ResKind::Fail,
+                format_args!("{fs} supports pre-content marks, but the mark failed: {e}"),
+            ),
+            None => tconf!("filesystem has no pre-content support: {e}"),
+        },
         Err(e) if e.errno() == Some(Errno::EINVAL) && mask & FAN_PRE_FAULT != 0 => {
             tconf!("kernel does not know this pre-content mask {mask:#x}: {e}")
         }
