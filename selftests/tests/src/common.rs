@@ -15,24 +15,35 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-pub const PAGE: u64 = 4096;
+/// The page size, [`ltp::getpagesize()`] (never a hard-coded 4096).
+pub fn page_size() -> u64 {
+    ltp::getpagesize()
+}
 
 /// The byte at file offset `off` of a pattern file: differs between pages and
 /// within a page, so a misplaced page or a zero page is always noticed.
 pub fn pattern_byte(off: u64) -> u8 {
-    let page = off / PAGE;
+    pattern_byte_in(off, page_size())
+}
+
+fn pattern_byte_in(off: u64, page: u64) -> u8 {
+    let page = off / page;
     (page.wrapping_mul(131) as u8) ^ (off as u8).wrapping_mul(7) ^ 0x5a
 }
 
 pub fn pattern(off: u64, len: usize) -> Vec<u8> {
-    (0..len as u64).map(|i| pattern_byte(off + i)).collect()
+    let p = page_size();
+    (0..len as u64)
+        .map(|i| pattern_byte_in(off + i, p))
+        .collect()
 }
 
 /// First offset (relative to `off`) where `buf` differs from the pattern.
 pub fn pattern_mismatch(off: u64, buf: &[u8]) -> Option<usize> {
+    let p = page_size();
     buf.iter()
         .enumerate()
-        .position(|(i, &b)| b != pattern_byte(off + i as u64))
+        .position(|(i, &b)| b != pattern_byte_in(off + i as u64, p))
 }
 
 /// A file of `size` bytes holding the pattern.
@@ -266,7 +277,7 @@ impl Map {
         prot: ProtFlags,
         flags: MapFlags,
     ) -> nix::Result<Self> {
-        let len = (pages * PAGE) as usize;
+        let len = (pages * page_size()) as usize;
         // SAFETY: a new mapping of a file we own, at an address the kernel
         // picks; it is unmapped only in Drop.
         let ptr = unsafe {
@@ -276,24 +287,24 @@ impl Map {
                 prot,
                 flags,
                 f,
-                (page_off * PAGE) as i64,
+                (page_off * page_size()) as i64,
             )
         }?;
         Ok(Map { ptr, len })
     }
 
     pub fn addr(&self, page: u64) -> *mut u8 {
-        assert!(page * PAGE < self.len as u64);
+        assert!(page * page_size() < self.len as u64);
         // SAFETY: in bounds, checked above.
-        unsafe { (self.ptr.as_ptr() as *mut u8).add((page * PAGE) as usize) }
+        unsafe { (self.ptr.as_ptr() as *mut u8).add((page * page_size()) as usize) }
     }
 
     /// Read one page through the mapping (faults it in).
     pub fn read_page(&self, page: u64) -> Vec<u8> {
         let p = self.addr(page);
-        let mut v = vec![0u8; PAGE as usize];
+        let mut v = vec![0u8; page_size() as usize];
         for (i, b) in v.iter_mut().enumerate() {
-            // SAFETY: p..p+PAGE lies inside the mapping; volatile so every
+            // SAFETY: p..p+page_size() lies inside the mapping; volatile so every
             // read really touches the mapping.
             *b = unsafe { std::ptr::read_volatile(p.add(i)) };
         }
@@ -358,7 +369,8 @@ impl LazyStub {
         create_sparse_file(path, size);
         let listener = Listener::filling(lazy_group(path, FAN_MARK_INODE));
         let file = std::fs::File::open(path).or_brok("open stub");
-        let map = Map::new(&file, 0, size / PAGE, ProtFlags::PROT_READ, flags).or_brok("mmap stub");
+        let map = Map::new(&file, 0, size / page_size(), ProtFlags::PROT_READ, flags)
+            .or_brok("mmap stub");
         LazyStub {
             map,
             file,

@@ -54,7 +54,7 @@ fn show(mnt: &Path, name: &str, mask: u64) -> bool {
     n = step(&l, n, "mmap 192 pages (768 KiB) at page 64:");
     let ok_map = [0u64, 7, 100]
         .iter()
-        .all(|&pg| pattern_mismatch((64 + pg) * PAGE, &m.read_page(pg)).is_none());
+        .all(|&pg| pattern_mismatch((64 + pg) * page_size(), &m.read_page(pg)).is_none());
     step(&l, n, "touch pages 0, 7 and 100 of the mapping:");
     drop(m);
     drop(l);

@@ -10,7 +10,7 @@
 //! Guards issue 5 (HSM tools: a complete file costs nothing).
 
 use super::hsm_util::*;
-use crate::common::drop_cache;
+use crate::common::{drop_cache, page_size};
 use ltp::fs::HSM_FILESYSTEMS;
 use ltp::res::OrBrok;
 use ltp::{tcheck, Ctx, Test};
@@ -28,15 +28,16 @@ pub const TEST: Test = Test {
     ..Test::DEFAULT
 };
 
-const PAGE: u64 = 4096;
-const SIZE: u64 = (1 << 20) + 3 * PAGE + 100;
+fn size() -> u64 {
+    (1 << 20) + 3 * page_size() + 100
+}
 
 fn run(ctx: &Ctx) {
     let src = ctx.path("src");
     let dst = ctx.path("dst");
     std::fs::create_dir(&src).or_brok("mkdir");
-    create_pattern(&src.join("full"), SIZE);
-    create_pattern(&src.join("control"), 64 * PAGE);
+    create_pattern(&src.join("full"), size());
+    create_pattern(&src.join("control"), 64 * page_size());
     populate(&src, &dst);
     let full = dst.join("full");
     let control = dst.join("control");
@@ -51,8 +52,9 @@ fn run(ctx: &Ctx) {
     tcheck!(code == 0, "whole file exact: {out}");
     let m0 = s.stats();
     tcheck!(
-        kv(&m0, "fetched_bytes") == SIZE && kv(&m0, "files_completed") == 1,
-        "fetched exactly its {SIZE} bytes ({}) and completed it ({})",
+        kv(&m0, "fetched_bytes") == size() && kv(&m0, "files_completed") == 1,
+        "fetched exactly its {} bytes ({}) and completed it ({})",
+        size(),
         kv(&m0, "fetched_bytes"),
         kv(&m0, "files_completed")
     );

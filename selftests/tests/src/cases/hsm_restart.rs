@@ -13,7 +13,7 @@
 //! Guards issue 5 (HSM tools: state survives a restart).
 
 use super::hsm_util::*;
-use crate::common::drop_cache;
+use crate::common::{drop_cache, page_size};
 use ltp::fs::HSM_FILESYSTEMS;
 use ltp::res::OrBrok;
 use ltp::{tbrok, tcheck, tinfo, Ctx, Test};
@@ -33,7 +33,6 @@ pub const TEST: Test = Test {
     ..Test::DEFAULT
 };
 
-const PAGE: u64 = 4096;
 const SIZE: u64 = 8 << 20;
 
 struct Case {
@@ -138,7 +137,7 @@ fn run(ctx: &Ctx) {
             r1.ranges().len()
         );
         tcheck!(
-            r1.covers(0, 64 * PAGE) && r1.total() < SIZE,
+            r1.covers(0, 64 * page_size()) && r1.total() < SIZE,
             "{}: the state covers the first 64 pages and not the whole file",
             c.what
         );

@@ -19,6 +19,7 @@
 //! what a program touches, not the whole mapped range.
 
 use super::hsm_util::*;
+use crate::common::page_size;
 use ltp::fs::HSM_FILESYSTEMS;
 use ltp::res::OrBrok;
 use ltp::{tcheck, tfail, tinfo, tpass, Ctx, Test};
@@ -36,7 +37,6 @@ pub const TEST: Test = Test {
     ..Test::DEFAULT
 };
 
-const PAGE: u64 = 4096;
 const BIG: u64 = 64 << 20;
 const SHARED: u64 = 4 << 20;
 /// btrfs reads ahead 4 MiB; ext4 and xfs 128 KiB.
@@ -44,7 +44,9 @@ const MAX_WINDOW: u64 = 4 << 20;
 /// `hsm-serve --fill-size` of the fill-size case.
 const FILL: u64 = 64 << 10;
 /// Its stub: three whole chunks and a partial one (EOF not page-aligned).
-const CHUNKED: u64 = 3 * FILL + 5 * PAGE + 123;
+fn chunked() -> u64 {
+    3 * FILL + 5 * page_size() + 123
+}
 
 struct Case {
     what: &'static str,
@@ -78,7 +80,7 @@ fn run(ctx: &Ctx) {
     for c in CASES {
         create_pattern(&src.join(c.file), BIG);
     }
-    let small_size = 10 * PAGE + 77;
+    let small_size = 10 * page_size() + 77;
     create_pattern(&src.join("small"), small_size);
     create_pattern(&src.join("shared"), SHARED);
     populate(&src, &dst);
@@ -114,13 +116,13 @@ fn run(ctx: &Ctx) {
         );
         if c.advice == "random" {
             tcheck!(
-                fetched == c.touches * PAGE && events == c.touches,
+                fetched == c.touches * page_size() && events == c.touches,
                 "{}: one page and one event per touched page ({fetched} bytes, {events} events)",
                 c.what
             );
         } else {
             tcheck!(
-                fetched >= c.touches * PAGE
+                fetched >= c.touches * page_size()
                     && fetched <= c.touches * MAX_WINDOW
                     && fetched <= BIG / 4,
                 "{}: fetched {fetched} bytes: at least the touched pages, at most a readahead \
@@ -228,7 +230,7 @@ fn fill_size(ctx: &Ctx) {
     let src = ctx.path("fill-src");
     let dst = ctx.path("fill-dst");
     std::fs::create_dir(&src).or_brok("mkdir");
-    create_pattern(&src.join("chunked"), CHUNKED);
+    create_pattern(&src.join("chunked"), chunked());
     populate(&src, &dst);
     let file = dst.join("chunked");
     let mut s = Serve::start(&serve_args(&src, &dst, "fault", &["--fill-size", "64K"]));
@@ -240,8 +242,8 @@ fn fill_size(ctx: &Ctx) {
     // (page touched, the chunk it must fetch): inside the second chunk, and
     // inside the last, partial one.
     let touches = [
-        (FILL / PAGE + 1, (FILL, 2 * FILL)),
-        (3 * FILL / PAGE + 2, (3 * FILL, CHUNKED)),
+        (FILL / page_size() + 1, (FILL, 2 * FILL)),
+        (3 * FILL / page_size() + 2, (3 * FILL, chunked())),
     ];
     for (page, (start, end)) in touches {
         let before = s.stats();
@@ -270,7 +272,7 @@ fn fill_size(ctx: &Ctx) {
             end - start
         );
         // The whole chunk through read(): exact, already there.
-        let pages = format!("{}-{}", start / PAGE, (end - 1) / PAGE);
+        let pages = format!("{}-{}", start / page_size(), (end - 1) / page_size());
         let (code, out) = validate(&file, &["--via", "pread", "--pages", &pages]);
         let after = s.stats();
         let more = kv(&after, "fetched_bytes") - kv(&mid, "fetched_bytes");

@@ -11,6 +11,7 @@
 //! behaviour is unchanged).
 
 use super::hsm_util::*;
+use crate::common::page_size;
 use ltp::fs::HSM_FILESYSTEMS;
 use ltp::res::OrBrok;
 use ltp::{tcheck, tfail, tinfo, tpass, Ctx, Test};
@@ -28,7 +29,6 @@ pub const TEST: Test = Test {
     ..Test::DEFAULT
 };
 
-const PAGE: u64 = 4096;
 const BIG: u64 = 16 << 20;
 
 fn run(ctx: &Ctx) {
@@ -36,7 +36,7 @@ fn run(ctx: &Ctx) {
     let dst = ctx.path("dst");
     std::fs::create_dir(&src).or_brok("mkdir");
     create_pattern(&src.join("big"), BIG);
-    create_pattern(&src.join("other"), 256 * PAGE);
+    create_pattern(&src.join("other"), 256 * page_size());
     populate(&src, &dst);
 
     let mut s = Serve::start(&serve_args(&src, &dst, "mmap", &[]));
@@ -71,16 +71,16 @@ fn run(ctx: &Ctx) {
     let last = s.stats();
     let fetched = kv(&last, "fetched_bytes") - kv(&after, "fetched_bytes");
     tcheck!(
-        code == 0 && fetched == 3 * PAGE,
+        code == 0 && fetched == 3 * page_size(),
         "read() of 3 pages exact and fetched exactly them ({fetched} bytes): {out}"
     );
     let ranges = populated_xattr(&dst.join("other")).unwrap_or_default();
     tcheck!(
         ranges.ranges()
             == [
-                (5 * PAGE, 6 * PAGE),
-                (100 * PAGE, 101 * PAGE),
-                (255 * PAGE, 256 * PAGE)
+                (5 * page_size(), 6 * page_size()),
+                (100 * page_size(), 101 * page_size()),
+                (255 * page_size(), 256 * page_size())
             ],
         "user.hsm.populated records exactly those pages: {}",
         ranges.encode()
@@ -99,7 +99,7 @@ fn run(ctx: &Ctx) {
     let (code, out) = validate(&one, &["--via", "both"]);
     let m = s.stats();
     tcheck!(
-        kv(&s.ready, "marked") == 1 && code == 0 && kv(&m, "fetched_bytes") == 256 * PAGE,
+        kv(&s.ready, "marked") == 1 && code == 0 && kv(&m, "fetched_bytes") == 256 * page_size(),
         "single-file SRC and DST: served exactly ({} bytes fetched): {out}",
         kv(&m, "fetched_bytes")
     );

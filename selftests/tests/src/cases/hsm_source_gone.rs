@@ -9,7 +9,7 @@
 //! Guards issue 5 (HSM tools: failure of one source is contained).
 
 use super::hsm_util::*;
-use crate::common::{in_child, Map};
+use crate::common::{in_child, page_size, Map};
 use ltp::fs::HSM_FILESYSTEMS;
 use ltp::res::OrBrok;
 use ltp::{tcheck, tfail, tpass, Ctx, Test};
@@ -30,7 +30,6 @@ pub const TEST: Test = Test {
     ..Test::DEFAULT
 };
 
-const PAGE: u64 = 4096;
 /// Pages of each file.
 const PAGES: u64 = 64;
 /// What is left of the truncated source.
@@ -100,7 +99,7 @@ fn run(ctx: &Ctx) {
     let dst = ctx.path("dst");
     std::fs::create_dir(&src).or_brok("mkdir");
     for f in ["gone", "short", "good"] {
-        create_pattern(&src.join(f), PAGES * PAGE);
+        create_pattern(&src.join(f), PAGES * page_size());
     }
     populate(&src, &dst);
     let mut s = Serve::start(&serve_args(&src, &dst, "fault", &[]));
@@ -109,7 +108,7 @@ fn run(ctx: &Ctx) {
         .write(true)
         .open(src.join("short"))
         .or_brok("open source")
-        .set_len(SHORT_PAGES * PAGE)
+        .set_len(SHORT_PAGES * page_size())
         .or_brok("truncate source");
 
     for c in CASES {
@@ -117,9 +116,9 @@ fn run(ctx: &Ctx) {
         let f = std::fs::File::open(&path).or_brok("open stub");
         let got = match c.access {
             Access::Read => {
-                let mut b = vec![0u8; PAGE as usize];
-                match f.read_exact_at(&mut b, c.page * PAGE) {
-                    Ok(()) if hsm::pattern::mismatch(c.page * PAGE, &b).is_none() => {
+                let mut b = vec![0u8; page_size() as usize];
+                match f.read_exact_at(&mut b, c.page * page_size()) {
+                    Ok(()) if hsm::pattern::mismatch(c.page * page_size(), &b).is_none() => {
                         Ok(Want::Exact)
                     }
                     Ok(()) => Err("read() returned wrong bytes".to_string()),
@@ -135,7 +134,7 @@ fn run(ctx: &Ctx) {
                     let m = Map::new(&f, 0, PAGES, ProtFlags::PROT_READ, MapFlags::MAP_SHARED)
                         .expect("mmap");
                     let d = m.read_page(c.page);
-                    if hsm::pattern::mismatch(c.page * PAGE, &d).is_none() {
+                    if hsm::pattern::mismatch(c.page * page_size(), &d).is_none() {
                         0
                     } else {
                         1

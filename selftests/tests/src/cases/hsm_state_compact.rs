@@ -10,6 +10,7 @@
 //! Guards issue 5 (HSM tools: compact per-file state).
 
 use super::hsm_util::*;
+use crate::common::page_size;
 use ltp::res::OrBrok;
 use ltp::{tcheck, tinfo, Ctx, Fs, Test};
 use nix::sys::signal::Signal;
@@ -26,7 +27,6 @@ pub const TEST: Test = Test {
     ..Test::DEFAULT
 };
 
-const PAGE: u64 = 4096;
 const PAGES: u64 = 1024;
 const STRIDE: u64 = 4;
 
@@ -34,7 +34,7 @@ fn run(ctx: &Ctx) {
     let src = ctx.path("src");
     let dst = ctx.path("dst");
     std::fs::create_dir(&src).or_brok("mkdir");
-    create_pattern(&src.join("f"), PAGES * PAGE);
+    create_pattern(&src.join("f"), PAGES * page_size());
     populate(&src, &dst);
     let file = dst.join("f");
     let mut s = Serve::start(&serve_args(&src, &dst, "fault", &[]));
@@ -70,7 +70,7 @@ fn run(ctx: &Ctx) {
     );
     let missing = touched
         .iter()
-        .filter(|&&p| !ranges.covers(p * PAGE, (p + 1) * PAGE))
+        .filter(|&&p| !ranges.covers(p * page_size(), (p + 1) * page_size()))
         .count();
     tcheck!(
         missing == 0,
@@ -82,7 +82,7 @@ fn run(ctx: &Ctx) {
         ranges.total()
     );
     tcheck!(
-        fetched > touched.len() as u64 * PAGE && fetched < PAGES * PAGE,
+        fetched > touched.len() as u64 * page_size() && fetched < PAGES * page_size(),
         "gaps were fetched to keep the list short: {fetched} bytes for {} touched pages",
         touched.len()
     );
@@ -90,10 +90,10 @@ fn run(ctx: &Ctx) {
     let (code, out) = validate(&file, &["--via", "both"]);
     let m = s.stats();
     tcheck!(
-        code == 0 && kv(&m, "fetched_bytes") == PAGES * PAGE && stub_tag(&file).is_none(),
+        code == 0 && kv(&m, "fetched_bytes") == PAGES * page_size() && stub_tag(&file).is_none(),
         "whole file exact and complete, {} bytes fetched in all for {}: {out}",
         kv(&m, "fetched_bytes"),
-        PAGES * PAGE
+        PAGES * page_size()
     );
     s.stop(Signal::SIGTERM);
 }

@@ -8,6 +8,7 @@
 //! Guards issue 5 (HSM tools): the checker the hsm_serve_* tests trust.
 
 use super::hsm_util::*;
+use crate::common::page_size;
 use ltp::res::OrBrok;
 use ltp::{tcheck, tfail, tpass, Ctx, Test};
 use std::os::unix::fs::FileExt;
@@ -20,13 +21,15 @@ pub const TEST: Test = Test {
     ..Test::DEFAULT
 };
 
-const PAGE: u64 = 4096;
 /// 64 pages and a partial one.
-const SIZE: u64 = 64 * PAGE + 100;
+fn size() -> u64 {
+    64 * page_size() + 100
+}
 
 #[derive(Debug, Clone, Copy)]
 enum Damage {
-    FlipByte(u64),
+    /// Page, byte in the page.
+    FlipByte(u64, u64),
     ZeroPage(u64),
     SwapPages(u64, u64),
 }
@@ -39,7 +42,7 @@ struct Case {
 const CASES: &[Case] = &[
     Case {
         what: "one flipped byte",
-        damage: Damage::FlipByte(17 * PAGE + 1234),
+        damage: Damage::FlipByte(17, 1234),
     },
     Case {
         what: "an unfilled (zero) page",
@@ -51,7 +54,7 @@ const CASES: &[Case] = &[
     },
     Case {
         what: "last partial page",
-        damage: Damage::FlipByte(64 * PAGE + 99),
+        damage: Damage::FlipByte(64, 99),
     },
 ];
 
@@ -63,7 +66,7 @@ fn damage(path: &std::path::Path, d: Damage) -> u64 {
         .open(path)
         .or_brok("open");
     let read = |off: u64| {
-        let mut b = vec![0u8; PAGE as usize];
+        let mut b = vec![0u8; page_size() as usize];
         f.read_exact_at(&mut b, off).or_brok("read page");
         b
     };
@@ -72,36 +75,37 @@ fn damage(path: &std::path::Path, d: Damage) -> u64 {
         off + new.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(0) as u64
     };
     match d {
-        Damage::FlipByte(off) => {
+        Damage::FlipByte(p, at) => {
+            let off = p * page_size() + at;
             let mut b = [0u8];
             f.read_exact_at(&mut b, off).or_brok("read byte");
             f.write_all_at(&[b[0] ^ 0x40], off).or_brok("write byte");
             off
         }
         Damage::ZeroPage(p) => {
-            let z = vec![0u8; PAGE as usize];
-            f.write_all_at(&z, p * PAGE).or_brok("zero page");
-            first_diff(p * PAGE, &z)
+            let z = vec![0u8; page_size() as usize];
+            f.write_all_at(&z, p * page_size()).or_brok("zero page");
+            first_diff(p * page_size(), &z)
         }
         Damage::SwapPages(a, b) => {
-            let (pa, pb) = (read(a * PAGE), read(b * PAGE));
-            f.write_all_at(&pb, a * PAGE).or_brok("write page");
-            f.write_all_at(&pa, b * PAGE).or_brok("write page");
-            first_diff(a * PAGE, &pb).min(first_diff(b * PAGE, &pa))
+            let (pa, pb) = (read(a * page_size()), read(b * page_size()));
+            f.write_all_at(&pb, a * page_size()).or_brok("write page");
+            f.write_all_at(&pa, b * page_size()).or_brok("write page");
+            first_diff(a * page_size(), &pb).min(first_diff(b * page_size(), &pa))
         }
     }
 }
 
 fn run(ctx: &Ctx) {
     let path = ctx.path("pattern");
-    create_pattern(&path, SIZE);
+    create_pattern(&path, size());
     let len = std::fs::metadata(&path).or_brok("stat").len();
-    tcheck!(len == SIZE, "create wrote {len} bytes, want {SIZE}");
+    tcheck!(len == size(), "create wrote {len} bytes, want {}", size());
     for via in ["both", "mmap", "pread"] {
         let (c, out) = validate(&path, &["--via", via, "--threads", "3"]);
         tcheck!(c == 0, "intact file via {via}: exit {c}: {out}");
     }
-    let mut buf = vec![0u8; SIZE as usize];
+    let mut buf = vec![0u8; size() as usize];
     std::fs::File::open(&path)
         .or_brok("open")
         .read_exact_at(&mut buf, 0)
@@ -112,7 +116,7 @@ fn run(ctx: &Ctx) {
     );
 
     for c in CASES {
-        create_pattern(&path, SIZE);
+        create_pattern(&path, size());
         let off = damage(&path, c.damage);
         for via in ["mmap", "pread"] {
             let (code, out) = validate(&path, &["--via", via]);
@@ -129,7 +133,7 @@ fn run(ctx: &Ctx) {
     }
 
     // --pages: only the named pages count.
-    create_pattern(&path, SIZE);
+    create_pattern(&path, size());
     damage(&path, Damage::ZeroPage(30));
     let (c, out) = validate(&path, &["--pages", "0-29,31-64"]);
     tcheck!(c == 0, "damage outside --pages ignored: exit {c}: {out}");

@@ -65,12 +65,12 @@ fn cases() -> [Case; 3] {
 fn run(ctx: &Ctx) {
     for c in cases() {
         let path = ctx.path("mm");
-        create_pattern_file(&path, FILE_PAGES * PAGE);
+        create_pattern_file(&path, FILE_PAGES * page_size());
         drop_cache(&path);
         let group = pre_content_group(&path, FAN_MARK_INODE, FAN_PRE_ACCESS);
         let l = Listener::answering(group, fanotify::Response::Allow);
         let f = std::fs::File::open(&path).or_brok("open");
-        let len = (c.pages * PAGE) as usize;
+        let len = (c.pages * page_size()) as usize;
         // SAFETY: a fresh mapping of a file we own; unmapped below.
         let p = unsafe {
             mmap(
@@ -79,7 +79,7 @@ fn run(ctx: &Ctx) {
                 ProtFlags::PROT_READ,
                 c.flags,
                 &f,
-                (c.page * PAGE) as i64,
+                (c.page * page_size()) as i64,
             )
         }
         .or_brok("mmap");
@@ -87,14 +87,14 @@ fn run(ctx: &Ctx) {
         // Touch every page: in mmap-time mode this must not send events.
         // SAFETY: p maps len readable bytes.
         let data = unsafe { std::slice::from_raw_parts(p.as_ptr() as *const u8, len) };
-        let bad = pattern_mismatch(c.page * PAGE, data);
+        let bad = pattern_mismatch(c.page * page_size(), data);
         // SAFETY: p/len came from mmap above and data is no longer used.
         unsafe { munmap(p, len) }.or_brok("munmap");
         let all = l.stop();
         log_seen(c.what, &all);
         let want = Range {
-            offset: c.page * PAGE,
-            count: c.pages * PAGE,
+            offset: c.page * page_size(),
+            count: c.pages * page_size(),
         };
         match after_mmap.as_slice() {
             [s] if s.mask == FAN_PRE_ACCESS && s.range == Some(want) => {

@@ -67,7 +67,7 @@ const CASES: &[Case] = &[
 fn run(ctx: &Ctx) {
     for c in CASES {
         let path = ctx.path("stub");
-        create_sparse_file(&path, FILE_PAGES * PAGE);
+        create_sparse_file(&path, FILE_PAGES * page_size());
         let l = Listener::filling(lazy_group(&path, FAN_MARK_INODE));
         let f = std::fs::File::open(&path).or_brok("open");
         let m = Map::new(
@@ -97,10 +97,10 @@ fn run(ctx: &Ctx) {
         };
         match r {
             Some(r)
-                if r.offset == page * PAGE
-                    && covers(&r, page * PAGE)
-                    && r.offset % PAGE == 0
-                    && r.count % PAGE == 0 =>
+                if r.offset == page * page_size()
+                    && covers(&r, page * page_size())
+                    && r.offset % page_size() == 0
+                    && r.count % page_size() == 0 =>
             {
                 tpass!(
                     "{}: one FAN_PRE_FAULT with range {r:?} starting at page {page}",
@@ -112,24 +112,24 @@ fn run(ctx: &Ctx) {
                 c.what
             ),
         }
-        match pattern_mismatch(page * PAGE, &data) {
+        match pattern_mismatch(page * page_size(), &data) {
             None => tpass!("{}: page {page} shows the filled bytes", c.what),
             Some(i) => tfail!(
                 "{}: page {page} byte {i} is {:#x}, want {:#x}",
                 c.what,
                 data[i],
-                pattern_byte(page * PAGE + i as u64)
+                pattern_byte(page * page_size() + i as u64)
             ),
         }
         // Again, and every page the event covered: nothing more.
         let r = r.unwrap_or(fanotify::Range {
-            offset: page * PAGE,
-            count: PAGE,
+            offset: page * page_size(),
+            count: page_size(),
         });
         let mut bad = None;
-        for p in (r.offset / PAGE)..((r.offset + r.count) / PAGE).min(FILE_PAGES) {
+        for p in (r.offset / page_size())..((r.offset + r.count) / page_size()).min(FILE_PAGES) {
             let d = m.read_page(p - c.map_off);
-            if pattern_mismatch(p * PAGE, &d).is_some() {
+            if pattern_mismatch(p * page_size(), &d).is_some() {
                 bad = Some(p);
             }
         }
@@ -138,7 +138,7 @@ fn run(ctx: &Ctx) {
             tpass!(
                 "{}: re-touch and the {} covered pages sent no further event",
                 c.what,
-                r.count / PAGE
+                r.count / page_size()
             );
         } else {
             tfail!(
@@ -160,11 +160,11 @@ fn run(ctx: &Ctx) {
     // Pages already in the page cache cost nothing: populate and cache the
     // file before the mark, then fault all of it.
     let path = ctx.path("cached");
-    create_pattern_file(&path, 64 * PAGE);
+    create_pattern_file(&path, 64 * page_size());
     let l = Listener::filling(lazy_group(&path, FAN_MARK_INODE));
     let f = std::fs::File::open(&path).or_brok("open");
     let m = Map::new(&f, 0, 64, ProtFlags::PROT_READ, MapFlags::MAP_SHARED).or_brok("mmap");
-    let bad = (0..64).find(|&p| pattern_mismatch(p * PAGE, &m.read_page(p)).is_some());
+    let bad = (0..64).find(|&p| pattern_mismatch(p * page_size(), &m.read_page(p)).is_some());
     let seen = l.stop();
     if seen.is_empty() && bad.is_none() {
         tpass!("cached file: 64 pages faulted, no event, content intact");

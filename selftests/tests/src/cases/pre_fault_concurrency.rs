@@ -48,7 +48,7 @@ fn rng(seed: u64) -> impl FnMut() -> u64 {
 
 fn run(ctx: &Ctx) {
     let path = ctx.path("stub");
-    create_sparse_file(&path, PAGES * PAGE);
+    create_sparse_file(&path, PAGES * page_size());
     let filled = Arc::new(Mutex::new(vec![false; PAGES as usize]));
     let redundant = Arc::new(Mutex::new(0u32));
     let (f2, r2) = (filled.clone(), redundant.clone());
@@ -60,7 +60,10 @@ fn run(ctx: &Ctx) {
             let Some(r) = ctx.event.range() else {
                 return Response::Allow;
             };
-            let (a, b) = (r.offset / PAGE, ((r.offset + r.count) / PAGE).min(PAGES));
+            let (a, b) = (
+                r.offset / page_size(),
+                ((r.offset + r.count) / page_size()).min(PAGES),
+            );
             let mut filled = f2.lock().unwrap();
             if (a..b).all(|p| filled[p as usize]) {
                 *r2.lock().unwrap() += 1;
@@ -71,8 +74,8 @@ fn run(ctx: &Ctx) {
                 if !filled[p as usize] {
                     if let Err(e) = nix::sys::uio::pwrite(
                         fd,
-                        &pattern(p * PAGE, PAGE as usize),
-                        (p * PAGE) as i64,
+                        &pattern(p * page_size(), page_size() as usize),
+                        (p * page_size()) as i64,
                     ) {
                         ltp::tfail!("fill page {p}: {e}");
                         return Response::DenyErrno(libc::EIO);
@@ -97,7 +100,7 @@ fn run(ctx: &Ctx) {
                     // Half the time a page near the hot spot all threads share.
                     let p = if next().is_multiple_of(2) { 100 + next() % 8 } else { next() % PAGES };
                     let d = m.read_page(p);
-                    if let Some(i) = pattern_mismatch(p * PAGE, &d) {
+                    if let Some(i) = pattern_mismatch(p * page_size(), &d) {
                         if bad < 3 {
                             let zeros = d.iter().filter(|&&b| b == 0).count();
                             tinfo!("thread {t}: page {p} byte {i} is {:#x} ({zeros} zero bytes in the page)", d[i]);

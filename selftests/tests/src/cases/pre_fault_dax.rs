@@ -42,7 +42,8 @@ struct DaxFs {
 const FILESYSTEMS: &[DaxFs] = &[
     DaxFs {
         name: "ext4",
-        mkfs: &["mkfs.ext4", "-F", "-q", "-b", "4096"],
+        // DAX needs the block size to be the page size: run() adds -b.
+        mkfs: &["mkfs.ext4", "-F", "-q"],
     },
     DaxFs {
         name: "xfs",
@@ -58,17 +59,23 @@ const FILESYSTEMS: &[DaxFs] = &[
     },
 ];
 
-/// The 2 MiB aligned region of the files whose faults are counted: pages
-/// [REGION, REGION + REGION_PAGES), untouched before.
-const REGION: u64 = 1536;
-const REGION_PAGES: u64 = 512;
+/// The 2 MiB aligned region of the files whose faults are counted: bytes
+/// [REGION, REGION + HUGE), untouched before.
+const REGION: u64 = 6 << 20;
+const HUGE: u64 = 2 << 20;
+
+/// Pages in the region.
+fn region_pages() -> u64 {
+    HUGE / page_size()
+}
 
 /// Page faults this thread takes to read one byte of every page of the
 /// region of `m` (its mapping starts at file offset 0).
 fn region_faults(m: &Map) -> u64 {
     use nix::sys::resource::{getrusage, UsageWho};
     let before = getrusage(UsageWho::RUSAGE_THREAD).or_brok("getrusage");
-    for p in REGION..REGION + REGION_PAGES {
+    let first = REGION / page_size();
+    for p in first..first + region_pages() {
         // SAFETY: a page of our own readable mapping.
         unsafe { std::ptr::read_volatile(m.addr(p)) };
     }
@@ -137,7 +144,12 @@ fn run(ctx: &Ctx) {
     let mnt = ctx.path("pmem");
     std::fs::create_dir_all(&mnt).or_brok("mkdir");
     for fs in FILESYSTEMS {
-        run_cmd(Command::new(fs.mkfs[0]).args(&fs.mkfs[1..]).arg(PMEM)).or_brok(fs.name);
+        let mut mkfs = Command::new(fs.mkfs[0]);
+        mkfs.args(&fs.mkfs[1..]);
+        if fs.name == "ext4" {
+            mkfs.args(["-b", &page_size().to_string()]);
+        }
+        run_cmd(mkfs.arg(PMEM)).or_brok(fs.name);
         run_cmd(
             Command::new("mount")
                 .args(["-t", fs.name, "-o", "dax", PMEM])
@@ -151,6 +163,7 @@ fn run(ctx: &Ctx) {
 
 fn check_fs(fs: &DaxFs, mnt: &Path) {
     let n = fs.name;
+    let region = region_pages();
     // Unwatched, populated file: huge mappings stay.
     let plain = mnt.join("plain");
     {
@@ -172,29 +185,29 @@ fn check_fs(fs: &DaxFs, mnt: &Path) {
     let m = Map::new(
         &f,
         0,
-        SIZE / PAGE,
+        SIZE / page_size(),
         ProtFlags::PROT_READ,
         MapFlags::MAP_SHARED,
     )
     .or_brok("mmap");
-    let bad = (0..SIZE / PAGE)
+    let bad = (0..SIZE / page_size())
         .step_by(64)
-        .find(|&p| pattern_mismatch(p * PAGE, &m.read_page(p)).is_some());
+        .find(|&p| pattern_mismatch(p * page_size(), &m.read_page(p)).is_some());
     // Count on a fresh mapping: the content check above mapped part of it.
     let fresh = Map::new(
         &f,
         0,
-        SIZE / PAGE,
+        SIZE / page_size(),
         ProtFlags::PROT_READ,
         MapFlags::MAP_SHARED,
     )
     .or_brok("mmap");
-    if !(fresh.addr(0) as usize).is_multiple_of(2 << 20) {
+    if !(fresh.addr(0) as usize).is_multiple_of(HUGE as usize) {
         tinfo!("{n}: the DAX mapping is not 2 MiB aligned");
     }
     let control = region_faults(&fresh);
     drop(fresh);
-    tinfo!("{n}: unwatched DAX file: {control} page faults for {REGION_PAGES} pages");
+    tinfo!("{n}: unwatched DAX file: {control} page faults for {region} pages");
     if bad.is_some() {
         tfail!("{n}: unwatched DAX content wrong at page {bad:?}");
     }
@@ -206,10 +219,11 @@ fn check_fs(fs: &DaxFs, mnt: &Path) {
         file: _f,
         listener: l,
     } = LazyStub::new(&mnt.join("stub"), SIZE, MapFlags::MAP_SHARED);
-    let pages = [10u64, 700, 1500];
+    // Pages 10, 700 and 1500 of 4 KiB, outside the counted region.
+    let pages = [40u64 << 10, 2800 << 10, 6000 << 10].map(|off| off / page_size());
     let mut wrong = 0;
     for &p in &pages {
-        if pattern_mismatch(p * PAGE, &m.read_page(p)).is_some() {
+        if pattern_mismatch(p * page_size(), &m.read_page(p)).is_some() {
             wrong += 1;
         }
     }
@@ -217,13 +231,13 @@ fn check_fs(fs: &DaxFs, mnt: &Path) {
     // The file was opened with fault-time events: its huge faults fall back
     // whether or not the (now closed) group still watches.
     let watched = region_faults(&m);
-    tinfo!("{n}: lazily watched DAX file: {watched} page faults for {REGION_PAGES} pages");
+    tinfo!("{n}: lazily watched DAX file: {watched} page faults for {region} pages");
     log_seen(n, &seen);
     let faults: Vec<_> = seen.iter().filter(|s| s.mask == FAN_PRE_FAULT).collect();
     let covered = pages.iter().all(|&p| {
         faults
             .iter()
-            .any(|s| s.range.is_some_and(|r| covers(&r, p * PAGE)))
+            .any(|s| s.range.is_some_and(|r| covers(&r, p * page_size())))
     });
     if faults.len() == pages.len() && covered {
         tpass!("{n}: one FAN_PRE_FAULT per touched DAX page, each covering it");
@@ -241,10 +255,10 @@ fn check_fs(fs: &DaxFs, mnt: &Path) {
     }
     if control > PMD_FAULTS {
         tinfo!("{n}: no PMD DAX mappings on this platform even unwatched ({control} faults): huge-fault fallback not verified here");
-    } else if watched >= REGION_PAGES {
-        tpass!("{n}: unwatched DAX file PMD mapped ({control} faults per {REGION_PAGES} pages), lazily watched one PTE mapped ({watched})");
+    } else if watched >= region {
+        tpass!("{n}: unwatched DAX file PMD mapped ({control} faults per {region} pages), lazily watched one PTE mapped ({watched})");
     } else {
-        tfail!("{n}: lazily watched DAX file took {watched} faults for {REGION_PAGES} pages: huge mappings (unwatched: {control})");
+        tfail!("{n}: lazily watched DAX file took {watched} faults for {region} pages: huge mappings (unwatched: {control})");
     }
     drop(m);
 }

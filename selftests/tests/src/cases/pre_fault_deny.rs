@@ -44,10 +44,10 @@ const CASES: &[Access] = &[
 
 fn run(ctx: &Ctx) {
     let src = ctx.path("src");
-    create_pattern_file(&src, 16 * PAGE);
+    create_pattern_file(&src, 16 * page_size());
     for &a in CASES {
         let path = ctx.path("stub");
-        create_sparse_file(&path, 64 * PAGE);
+        create_sparse_file(&path, 64 * page_size());
         let l = Listener::answering(
             lazy_group(&path, FAN_MARK_INODE),
             Response::DenyErrno(libc::EIO),
@@ -78,8 +78,10 @@ fn run(ctx: &Ctx) {
                 let m =
                     Map::new(&f, 0, 64, ProtFlags::PROT_READ, MapFlags::MAP_SHARED).or_brok("mmap");
                 let (_r, w) = nix::unistd::pipe().or_brok("pipe");
-                let res =
-                    nix::unistd::write(&w, &m.as_slice()[10 * PAGE as usize..11 * PAGE as usize]);
+                let res = nix::unistd::write(
+                    &w,
+                    &m.as_slice()[10 * page_size() as usize..11 * page_size() as usize],
+                );
                 check_efault(a, res.map(|_| ()));
             }
             Access::ReadIntoPrivateMapping => {
@@ -97,7 +99,7 @@ fn run(ctx: &Ctx) {
                     libc::pread(
                         std::os::fd::AsRawFd::as_raw_fd(&s),
                         m.addr(10).cast(),
-                        PAGE as usize,
+                        page_size() as usize,
                         0,
                     )
                 });
@@ -108,7 +110,11 @@ fn run(ctx: &Ctx) {
                     Map::new(&f, 0, 64, ProtFlags::PROT_READ, MapFlags::MAP_SHARED).or_brok("mmap");
                 // SAFETY: advice on a mapping we own; it only faults pages in.
                 let res = nix::errno::Errno::result(unsafe {
-                    libc::madvise(m.addr(10).cast(), PAGE as usize, libc::MADV_POPULATE_READ)
+                    libc::madvise(
+                        m.addr(10).cast(),
+                        page_size() as usize,
+                        libc::MADV_POPULATE_READ,
+                    )
                 });
                 match res {
                     Err(e) if e == nix::errno::Errno::EFAULT || e == nix::errno::Errno::EIO => {

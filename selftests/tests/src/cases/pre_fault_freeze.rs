@@ -57,7 +57,7 @@ fn thaw(mnt: &Path) {
 fn run(ctx: &Ctx) {
     // Does the kernel have lazy marks at all?  (TCONF on the base kernel.)
     let probe = ctx.path("probe");
-    create_sparse_file(&probe, PAGE);
+    create_sparse_file(&probe, page_size());
     drop(lazy_group(&probe, FAN_MARK_INODE));
 
     let mut hung = 0;
@@ -65,7 +65,7 @@ fn run(ctx: &Ctx) {
     let mut bad = 0;
     for i in 0..ITERATIONS {
         let stub = ctx.path(&format!("stub{i}"));
-        create_sparse_file(&stub, PAGES * PAGE);
+        create_sparse_file(&stub, PAGES * page_size());
         let group = lazy_group(&stub, FAN_MARK_INODE);
         // A slow HSM: the writer sits in its fault while fsfreeze runs.
         let l = Listener::start(
@@ -110,7 +110,9 @@ fn run(ctx: &Ctx) {
         match writer.join() {
             Ok(Ok(())) => {
                 let got = std::fs::read(&dest).or_brok("read dest");
-                if pattern_mismatch(0, &got).is_some() || got.len() != (PAGES * PAGE) as usize {
+                if pattern_mismatch(0, &got).is_some()
+                    || got.len() != (PAGES * page_size()) as usize
+                {
                     bad += 1;
                 }
             }

@@ -47,7 +47,7 @@ fn hold(group: &fanotify::Fanotify, n: usize) -> Vec<fanotify::Event> {
 
 fn run(ctx: &Ctx) {
     let path = ctx.path("stub");
-    create_sparse_file(&path, THREADS * STRIDE * PAGE);
+    create_sparse_file(&path, THREADS * STRIDE * page_size());
     let group = lazy_group(&path, FAN_MARK_INODE);
     let f = std::fs::File::open(&path).or_brok("open");
     let m = Arc::new(
@@ -100,7 +100,7 @@ fn run(ctx: &Ctx) {
 
     // SIGKILL of a process waiting in a fault.
     let path2 = ctx.path("stub2");
-    create_sparse_file(&path2, 16 * PAGE);
+    create_sparse_file(&path2, 16 * page_size());
     let group = lazy_group(&path2, FAN_MARK_INODE);
     let f2 = std::fs::File::open(&path2).or_brok("open");
     let m2 = Map::new(&f2, 0, 16, ProtFlags::PROT_READ, MapFlags::MAP_SHARED).or_brok("mmap");

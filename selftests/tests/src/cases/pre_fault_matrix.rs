@@ -102,9 +102,10 @@ fn write_fault_private(s: &Setup) -> Result<Vec<u8>, i32> {
 fn write_from_mapping(s: &Setup) -> Result<Vec<u8>, i32> {
     let m = map(s, ProtFlags::PROT_READ, MapFlags::MAP_SHARED);
     let (r, w) = nix::unistd::pipe().or_brok("pipe");
-    let page = &m.as_slice()[(s.page * PAGE) as usize..((s.page + 1) * PAGE) as usize];
+    let page =
+        &m.as_slice()[(s.page * page_size()) as usize..((s.page + 1) * page_size()) as usize];
     nix::unistd::write(&w, page).map_err(|e| e as i32)?;
-    let mut out = vec![0u8; PAGE as usize];
+    let mut out = vec![0u8; page_size() as usize];
     nix::unistd::read(r.as_raw_fd(), &mut out).or_brok("read pipe");
     Ok(out)
 }
@@ -125,7 +126,7 @@ fn read_into_private(s: &Setup) -> Result<Vec<u8>, i32> {
             src.as_raw_fd(),
             m.addr(s.page).cast(),
             100,
-            (s.page * PAGE) as i64,
+            (s.page * page_size()) as i64,
         )
     };
     ret_of(n)?;
@@ -138,7 +139,7 @@ fn madv_populate_read(s: &Setup) -> Result<Vec<u8>, i32> {
     let r = unsafe {
         libc::madvise(
             m.addr(s.page).cast(),
-            PAGE as usize,
+            page_size() as usize,
             libc::MADV_POPULATE_READ,
         )
     };
@@ -158,8 +159,9 @@ fn odirect_into_mapping(s: &Setup) -> Result<Vec<u8>, i32> {
         .open(&s.dio_src)
         .or_brok("open O_DIRECT");
     // SAFETY: page-aligned, page-sized buffer inside our writable mapping.
-    let buf = unsafe { std::slice::from_raw_parts_mut(m.addr(s.page), PAGE as usize) };
-    src.read_exact_at(buf, s.page * PAGE).map_err(errno_of)?;
+    let buf = unsafe { std::slice::from_raw_parts_mut(m.addr(s.page), page_size() as usize) };
+    src.read_exact_at(buf, s.page * page_size())
+        .map_err(errno_of)?;
     Ok(m.read_page(s.page))
 }
 
@@ -183,8 +185,8 @@ fn write_same_file(s: &Setup, m: &Map) -> Result<Vec<u8>, i32> {
         libc::pwrite(
             s.file.as_raw_fd(),
             m.addr(s.page).cast(),
-            PAGE as usize,
-            (OTHER_PAGE * PAGE) as i64,
+            page_size() as usize,
+            (OTHER_PAGE * page_size()) as i64,
         )
     };
     ret_of(n)?;
@@ -228,8 +230,8 @@ fn read_same_file(s: &Setup, flags: i32) -> Result<Vec<u8>, i32> {
         libc::pread(
             f.as_raw_fd(),
             m.addr(s.page).cast(),
-            PAGE as usize,
-            (OTHER_PAGE * PAGE) as i64,
+            page_size() as usize,
+            (OTHER_PAGE * page_size()) as i64,
         )
     };
     ret_of(n)?;
@@ -269,8 +271,8 @@ fn aio_read_same_file(s: &Setup) -> Result<Vec<u8>, i32> {
     cb.aio_lio_opcode = 0; // IOCB_CMD_PREAD
     cb.aio_fildes = f.as_raw_fd() as u32;
     cb.aio_buf = m.addr(s.page) as u64;
-    cb.aio_nbytes = PAGE;
-    cb.aio_offset = (OTHER_PAGE * PAGE) as i64;
+    cb.aio_nbytes = page_size();
+    cb.aio_offset = (OTHER_PAGE * page_size()) as i64;
     let mut cbs = [&mut cb as *mut libc::iocb];
     // SAFETY: one valid iocb whose buffer is a page of our writable mapping,
     // which outlives the request (we wait for its completion below).
@@ -314,8 +316,8 @@ fn uring_read_same_file(s: &Setup) -> Result<Vec<u8>, i32> {
         Ok(r) => r,
         Err(e) => ltp::tbrok!("io_uring_setup: {e}"),
     };
-    let sqe = opcode::Read::new(types::Fd(f.as_raw_fd()), m.addr(s.page), PAGE as u32)
-        .offset(OTHER_PAGE * PAGE)
+    let sqe = opcode::Read::new(types::Fd(f.as_raw_fd()), m.addr(s.page), page_size() as u32)
+        .offset(OTHER_PAGE * page_size())
         .build();
     // SAFETY: the buffer is a page of our writable mapping, and both it and
     // the fd outlive the request: we wait for its completion below.
@@ -365,7 +367,7 @@ fn from_other_process(
 }
 
 fn vm_readv(pid: i32, addr: usize) -> Result<Vec<u8>, i32> {
-    let mut out = vec![0u8; PAGE as usize];
+    let mut out = vec![0u8; page_size() as usize];
     let local = libc::iovec {
         iov_base: out.as_mut_ptr().cast(),
         iov_len: out.len(),
@@ -376,7 +378,7 @@ fn vm_readv(pid: i32, addr: usize) -> Result<Vec<u8>, i32> {
     };
     // SAFETY: both iovecs describe live buffers of the given length.
     let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
-    if n != PAGE as isize {
+    if n != page_size() as isize {
         return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(-1));
     }
     Ok(out)
@@ -384,7 +386,7 @@ fn vm_readv(pid: i32, addr: usize) -> Result<Vec<u8>, i32> {
 
 fn proc_mem(pid: i32, addr: usize) -> Result<Vec<u8>, i32> {
     let f = std::fs::File::open(format!("/proc/{pid}/mem")).or_brok("open /proc/pid/mem");
-    let mut out = vec![0u8; PAGE as usize];
+    let mut out = vec![0u8; page_size() as usize];
     f.read_exact_at(&mut out, addr as u64).map_err(errno_of)?;
     Ok(out)
 }
@@ -396,7 +398,7 @@ fn ptrace_peek(pid: i32, addr: usize) -> Result<Vec<u8>, i32> {
     let _ = nix::sys::wait::waitpid(pid, None);
     let mut out = Vec::new();
     let mut res = Ok(());
-    for i in 0..(PAGE as usize / 8) {
+    for i in 0..(page_size() as usize / 8) {
         match ptrace::read(pid, (addr + i * 8) as ptrace::AddressType) {
             Ok(w) => out.extend_from_slice(&w.to_ne_bytes()),
             Err(e) => {
@@ -434,7 +436,7 @@ fn fork_child_fault(s: &Setup) -> Result<Vec<u8>, i32> {
     if st != WaitStatus::Exited(st.pid().unwrap(), 0) {
         ltp::tbrok!("fork child: {st:?}");
     }
-    let mut out = vec![0u8; PAGE as usize];
+    let mut out = vec![0u8; page_size() as usize];
     let mut got = 0;
     while got < out.len() {
         match nix::unistd::read(r.as_raw_fd(), &mut out[got..]) {
@@ -528,11 +530,11 @@ const ROWS: &[Row] = &[
 
 fn run(ctx: &Ctx) {
     let src = ctx.path("src");
-    create_pattern_file(&src, PAGES * PAGE);
+    create_pattern_file(&src, PAGES * page_size());
     let dio_src = src.clone();
     for &(what, want, f) in ROWS {
         let path = ctx.path("stub");
-        create_sparse_file(&path, PAGES * PAGE);
+        create_sparse_file(&path, PAGES * page_size());
         let l = Listener::filling(lazy_group(&path, FAN_MARK_INODE));
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -558,7 +560,7 @@ fn run(ctx: &Ctx) {
             }
         );
         match (want, got) {
-            (Want::Filled, Ok(d)) => match pattern_mismatch(PAGE_IDX * PAGE, &d) {
+            (Want::Filled, Ok(d)) => match pattern_mismatch(PAGE_IDX * page_size(), &d) {
                 None if faults == 1 => tpass!("{what}: content correct, one FAN_PRE_FAULT"),
                 None => tfail!("{what}: content correct but {faults} FAN_PRE_FAULT events"),
                 Some(i) => tfail!("{what}: byte {i} wrong ({faults} events)"),

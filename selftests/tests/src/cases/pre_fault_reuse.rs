@@ -36,7 +36,7 @@ fn run(ctx: &Ctx) {
     for flags in [MapFlags::MAP_SHARED, MapFlags::MAP_PRIVATE] {
         for _ in 0..ROUNDS {
             let path = ctx.path("stub");
-            let stub = LazyStub::new(&path, 64 * PAGE, flags);
+            let stub = LazyStub::new(&path, 64 * page_size(), flags);
             let d = stub.map.read_page(PAGE_IDX);
             let LazyStub {
                 map,
@@ -53,7 +53,7 @@ fn run(ctx: &Ctx) {
             if events != 1 {
                 missing += 1;
             }
-            if pattern_mismatch(PAGE_IDX * PAGE, &d).is_some() {
+            if pattern_mismatch(PAGE_IDX * page_size(), &d).is_some() {
                 wrong += 1;
             }
             std::fs::remove_file(&path).or_brok("unlink");

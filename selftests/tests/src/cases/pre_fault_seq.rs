@@ -27,13 +27,14 @@ const TARGET_PER_MIB: f64 = 16.0;
 fn run(ctx: &Ctx) {
     for flags in [MapFlags::MAP_SHARED, MapFlags::MAP_PRIVATE] {
         let path = ctx.path("stub");
-        let pages = (MIB << 20) / PAGE;
+        let pages = (MIB << 20) / page_size();
         let LazyStub {
             map: m,
             file: _f,
             listener: l,
         } = LazyStub::new(&path, MIB << 20, flags);
-        let bad = (0..pages).find(|&p| pattern_mismatch(p * PAGE, &m.read_page(p)).is_some());
+        let bad =
+            (0..pages).find(|&p| pattern_mismatch(p * page_size(), &m.read_page(p)).is_some());
         let seen = l.stop();
         let n = seen.iter().filter(|s| s.mask == FAN_PRE_FAULT).count();
         let per_mib = n as f64 / MIB as f64;

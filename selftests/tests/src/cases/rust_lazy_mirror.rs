@@ -68,7 +68,7 @@ fn open_ro(p: &Path) -> std::fs::File {
 /// exactly that page, content filled.
 fn touch_pages(ctx: &Ctx, what: &str, pages: &[u64]) {
     let path = ctx.path("backing");
-    create_sparse_file(&path, FILE_PAGES * PAGE);
+    create_sparse_file(&path, FILE_PAGES * page_size());
     let l = Listener::filling(lazy_group(&path, FAN_MARK_INODE));
     let backing = open_ro(&path);
     let dev = mirror_of(&backing).or_brok("LAZY_MIRROR_SET_BACKING");
@@ -90,19 +90,19 @@ fn touch_pages(ctx: &Ctx, what: &str, pages: &[u64]) {
         let seen = l.seen();
         match seen.get(i..) {
             Some([s]) if s.mask == FAN_PRE_FAULT => match s.range {
-                Some(r) if r.offset == p * PAGE && r.count == PAGE => {
+                Some(r) if r.offset == p * page_size() && r.count == page_size() => {
                     tpass!("{what}: page {p}: one FAN_PRE_FAULT for exactly that page")
                 }
                 r => tfail!("{what}: page {p}: event range {r:?}, want page {p}"),
             },
             other => tfail!("{what}: page {p}: want one new FAN_PRE_FAULT, got {other:?}"),
         }
-        match pattern_mismatch(p * PAGE, &data) {
+        match pattern_mismatch(p * page_size(), &data) {
             None => tpass!("{what}: page {p} shows the filled bytes"),
             Some(b) => tfail!(
                 "{what}: page {p} byte {b} is {:#x}, want {:#x}",
                 data[b],
-                pattern_byte(p * PAGE + b as u64)
+                pattern_byte(p * page_size() + b as u64)
             ),
         }
     }
@@ -120,7 +120,7 @@ fn touch_pages(ctx: &Ctx, what: &str, pages: &[u64]) {
 
 fn deny(ctx: &Ctx) {
     let path = ctx.path("denied");
-    create_sparse_file(&path, FILE_PAGES * PAGE);
+    create_sparse_file(&path, FILE_PAGES * page_size());
     let l = Listener::answering(
         lazy_group(&path, FAN_MARK_INODE),
         Response::DenyErrno(libc::EIO),
@@ -155,11 +155,11 @@ fn deny(ctx: &Ctx) {
 
 fn past_eof(ctx: &Ctx) {
     let path = ctx.path("short");
-    create_pattern_file(&path, 4 * PAGE);
+    create_pattern_file(&path, 4 * page_size());
     let backing = open_ro(&path);
     let dev = mirror_of(&backing).or_brok("LAZY_MIRROR_SET_BACKING");
     let m = Map::new(&dev, 0, 8, ProtFlags::PROT_READ, MapFlags::MAP_SHARED).or_brok("mmap");
-    let ok = (0..4).all(|p| pattern_mismatch(p * PAGE, &m.read_page(p)).is_none());
+    let ok = (0..4).all(|p| pattern_mismatch(p * page_size(), &m.read_page(p)).is_none());
     if ok {
         tpass!("unwatched backing file: pages 0-3 show its content");
     } else {
@@ -180,7 +180,7 @@ fn past_eof(ctx: &Ctx) {
 fn listener_death(ctx: &Ctx) {
     const THREADS: u64 = 4;
     let path = ctx.path("orphan");
-    create_sparse_file(&path, FILE_PAGES * PAGE);
+    create_sparse_file(&path, FILE_PAGES * page_size());
     let group = lazy_group(&path, FAN_MARK_INODE);
     let backing = open_ro(&path);
     let dev = mirror_of(&backing).or_brok("LAZY_MIRROR_SET_BACKING");
@@ -233,7 +233,7 @@ fn listener_death(ctx: &Ctx) {
 
 fn refused(ctx: &Ctx) {
     let path = ctx.path("plain");
-    create_pattern_file(&path, 4 * PAGE);
+    create_pattern_file(&path, 4 * page_size());
     let backing = open_ro(&path);
     let dev = mirror_of(&backing).or_brok("LAZY_MIRROR_SET_BACKING");
     let rw = std::fs::OpenOptions::new()
