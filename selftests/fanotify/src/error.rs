@@ -69,9 +69,9 @@ pub enum Error {
         source: Errno,
     },
     #[error("read from fanotify fd: {0}")]
-    Read(Errno),
+    Read(#[source] Errno),
     #[error("poll on fanotify fd: {0}")]
-    Poll(Errno),
+    Poll(#[source] Errno),
     #[error("write fanotify response for fd {fd}: {source}")]
     Respond { fd: i32, source: Errno },
     #[error("parse fanotify events: {0}")]

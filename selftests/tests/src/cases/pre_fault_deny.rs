@@ -11,7 +11,8 @@ use crate::common::*;
 use fanotify::consts::*;
 use fanotify::Response;
 use ltp::res::OrBrok;
-use ltp::{tfail, tinfo, tpass, Ctx, Fs, Test};
+use ltp::{texp_fail, tfail, tinfo, tpass, Ctx, Fs, Test};
+use nix::errno::Errno;
 use nix::sys::mman::{MapFlags, ProtFlags};
 use nix::sys::signal::Signal;
 use nix::sys::wait::WaitStatus;
@@ -116,12 +117,7 @@ fn run(ctx: &Ctx) {
                         libc::MADV_POPULATE_READ,
                     )
                 });
-                match res {
-                    Err(e) if e == nix::errno::Errno::EFAULT || e == nix::errno::Errno::EIO => {
-                        tpass!("{a:?}: failed with {e}")
-                    }
-                    other => tfail!("{a:?}: want EFAULT, got {other:?}"),
-                }
+                texp_fail!(res, [Errno::EFAULT, Errno::EIO], "{a:?}");
             }
         }
         let seen = l.stop();
@@ -138,8 +134,5 @@ fn run(ctx: &Ctx) {
 }
 
 fn check_efault(a: Access, res: nix::Result<()>) {
-    match res {
-        Err(nix::errno::Errno::EFAULT) => tpass!("{a:?}: EFAULT"),
-        other => tfail!("{a:?}: want EFAULT, got {other:?}"),
-    }
+    texp_fail!(res, Errno::EFAULT, "{a:?}");
 }

@@ -14,7 +14,7 @@ use crate::common::*;
 use fanotify::consts::*;
 use fanotify::{Fanotify, Response};
 use ltp::res::OrBrok;
-use ltp::{tfail, tinfo, tpass, Ctx, Fs, Test};
+use ltp::{texp_fail, tfail, tinfo, tpass, Ctx, Fs, Test};
 use nix::errno::Errno;
 use nix::sys::mman::{MapFlags, ProtFlags};
 use std::os::unix::fs::FileExt;
@@ -148,14 +148,11 @@ fn run(ctx: &Ctx) {
             tpass!("control: FAN_PRE_ACCESS-only marks do not prevent freezing");
             let g2 = Fanotify::init(FAN_CLASS_PRE_CONTENT | FAN_CLOEXEC, libc::O_RDWR as u32)
                 .or_brok("fanotify_init");
-            match g2.mark(FAN_MARK_ADD, FAN_PRE_ACCESS | FAN_PRE_FAULT, &probe) {
-                Err(e) if e.errno() == Some(Errno::EBUSY) => {
-                    tpass!("FAN_PRE_FAULT mark on a frozen filesystem: EBUSY")
-                }
-                other => {
-                    tfail!("FAN_PRE_FAULT mark on a frozen filesystem: want EBUSY, got {other:?}")
-                }
-            }
+            texp_fail!(
+                g2.mark(FAN_MARK_ADD, FAN_PRE_ACCESS | FAN_PRE_FAULT, &probe),
+                Errno::EBUSY,
+                "FAN_PRE_FAULT mark on a frozen filesystem"
+            );
             thaw(&ctx.mnt);
         }
         Err(msg) => tfail!("control: freezing with FAN_PRE_ACCESS marks only failed: {msg}"),

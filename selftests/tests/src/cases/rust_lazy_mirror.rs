@@ -17,7 +17,7 @@ use fanotify::consts::*;
 use fanotify::Response;
 use ltp::fs::HSM_FILESYSTEMS;
 use ltp::res::OrBrok;
-use ltp::{tbrok, tconf, tfail, tinfo, tpass, Ctx, Test};
+use ltp::{tbrok, tconf, texp_fail, tfail, tinfo, tpass, Ctx, Test};
 use nix::errno::Errno;
 use nix::sys::mman::{MapFlags, ProtFlags};
 use nix::sys::signal::Signal;
@@ -276,10 +276,7 @@ fn refused(ctx: &Ctx) {
         ),
     ];
     for (what, got, want) in cases {
-        match got {
-            Err(e) if e == want => tpass!("{what}: refused with {want}"),
-            other => tfail!("{what}: want {want}, got {other:?}"),
-        }
+        texp_fail!(got, want, "{what}");
     }
 }
 
