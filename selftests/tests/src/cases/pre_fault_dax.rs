@@ -26,8 +26,13 @@ pub const TEST: Test = Test {
     doc: "DAX on pmem: lazy file gets one event per page and PTE mappings; unwatched keeps PMD mappings",
     needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS", "CONFIG_FS_DAX", "CONFIG_BLK_DEV_PMEM"],
     tags: &[("requirement", "5"), ("requirement", "6"), ("linux-git", "27773ce17762"), ("linux-git", "bc71aab4513f")],
+    needs_cmds: &["mkfs.ext4", "mkfs.xfs", "mount", "umount"],
     timeout: std::time::Duration::from_secs(120),
     run,
+    // /dev/pmem0 must not stay mounted when a check breaks the test.
+    cleanup: Some(|ctx| {
+        let _ = Command::new("umount").arg(ctx.path("pmem")).output();
+    }),
     ..Test::DEFAULT
 };
 

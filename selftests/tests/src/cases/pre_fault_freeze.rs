@@ -28,8 +28,12 @@ pub const TEST: Test = Test {
     needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS", "CONFIG_PROVE_LOCKING"],
     filesystems: &[Fs::Ext4, Fs::Xfs, Fs::Btrfs],
     tags: &[("requirement", "7"), ("upstream.md", "objection 1")],
+    needs_cmds: &["fsfreeze"],
     timeout: Duration::from_secs(240),
     run,
+    // A TBROK, panic or timeout while the filesystem is frozen must not
+    // leave it frozen.
+    cleanup: Some(|ctx| thaw(&ctx.mnt)),
     ..Test::DEFAULT
 };
 
@@ -50,8 +54,9 @@ fn freeze(mnt: &Path) -> Result<(), String> {
     }
 }
 
+/// fsfreeze --unfreeze; a filesystem that is not frozen is left alone.
 fn thaw(mnt: &Path) {
-    let _ = Command::new("fsfreeze").arg("--unfreeze").arg(mnt).status();
+    let _ = Command::new("fsfreeze").arg("--unfreeze").arg(mnt).output();
 }
 
 fn run(ctx: &Ctx) {

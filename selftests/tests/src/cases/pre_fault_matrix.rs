@@ -36,8 +36,12 @@ pub const TEST: Test = Test {
     needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS"],
     filesystems: &[Fs::Ext4, Fs::Xfs],
     tags: &[("requirement", "3"), ("requirement", "9")],
-    timeout: std::time::Duration::from_secs(120),
-    run,
+    // Each row is a case (fpc-tests pre_fault_matrix:N runs row N alone): a
+    // row that hangs or breaks ends only itself, with this timeout.
+    timeout: std::time::Duration::from_secs(60),
+    setup: Some(setup),
+    tcnt: ROWS.len() as u32,
+    run_case: Some(run_case),
     ..Test::DEFAULT
 };
 
@@ -528,52 +532,55 @@ const ROWS: &[Row] = &[
     ),
 ];
 
-fn run(ctx: &Ctx) {
+/// The source file of the rows that copy from another file.
+fn setup(ctx: &Ctx) {
+    create_pattern_file(&ctx.path("src"), PAGES * page_size());
+}
+
+/// One row: a fresh stub with its own listener.
+fn run_case(ctx: &Ctx, i: u32) {
+    let (what, want, f) = ROWS[i as usize];
     let src = ctx.path("src");
-    create_pattern_file(&src, PAGES * page_size());
-    let dio_src = src.clone();
-    for &(what, want, f) in ROWS {
-        let path = ctx.path("stub");
-        create_sparse_file(&path, PAGES * page_size());
-        let l = Listener::filling(lazy_group(&path, FAN_MARK_INODE));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .or_brok("open");
-        let s = Setup {
-            file,
-            path: path.clone(),
-            page: PAGE_IDX,
-            src: src.clone(),
-            dio_src: dio_src.clone(),
-        };
-        let got = f(&s);
-        let seen = l.stop();
-        let faults = seen.iter().filter(|e| e.mask == FAN_PRE_FAULT).count();
-        tinfo!(
-            "{what}: {} events ({faults} FAN_PRE_FAULT), result {}",
-            seen.len(),
-            match &got {
-                Ok(_) => "data".to_string(),
-                Err(e) => format!("errno {e}"),
-            }
-        );
-        match (want, got) {
-            (Want::Filled, Ok(d)) => match pattern_mismatch(PAGE_IDX * page_size(), &d) {
-                None if faults == 1 => tpass!("{what}: content correct, one FAN_PRE_FAULT"),
-                None => tfail!("{what}: content correct but {faults} FAN_PRE_FAULT events"),
-                Some(i) => tfail!("{what}: byte {i} wrong ({faults} events)"),
-            },
-            (Want::Errno(e), Err(g)) if e == g && faults == 0 => {
-                tpass!("{what}: errno {g}, no FAN_PRE_FAULT")
-            }
-            (w, g) => tfail!(
-                "{what}: want {w:?}, got {:?} with {faults} events",
-                g.map(|_| "data")
-            ),
+    let path = ctx.path(&format!("stub{i}"));
+    create_sparse_file(&path, PAGES * page_size());
+    let l = Listener::filling(lazy_group(&path, FAN_MARK_INODE));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .or_brok("open");
+    let s = Setup {
+        file,
+        path: path.clone(),
+        page: PAGE_IDX,
+        src: src.clone(),
+        dio_src: src,
+    };
+    let got = f(&s);
+    let seen = l.stop();
+    let faults = seen.iter().filter(|e| e.mask == FAN_PRE_FAULT).count();
+    tinfo!(
+        "{what}: {} events ({faults} FAN_PRE_FAULT), result {}",
+        seen.len(),
+        match &got {
+            Ok(_) => "data".to_string(),
+            Err(e) => format!("errno {e}"),
         }
-        drop(s);
-        std::fs::remove_file(&path).or_brok("unlink");
+    );
+    match (want, got) {
+        (Want::Filled, Ok(d)) => match pattern_mismatch(PAGE_IDX * page_size(), &d) {
+            None if faults == 1 => tpass!("{what}: content correct, one FAN_PRE_FAULT"),
+            None => tfail!("{what}: content correct but {faults} FAN_PRE_FAULT events"),
+            Some(i) => tfail!("{what}: byte {i} wrong ({faults} events)"),
+        },
+        (Want::Errno(e), Err(g)) if e == g && faults == 0 => {
+            tpass!("{what}: errno {g}, no FAN_PRE_FAULT")
+        }
+        (w, g) => tfail!(
+            "{what}: want {w:?}, got {:?} with {faults} events",
+            g.map(|_| "data")
+        ),
     }
+    drop(s);
+    std::fs::remove_file(&path).or_brok("unlink");
 }
