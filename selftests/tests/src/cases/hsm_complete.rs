@@ -7,7 +7,8 @@
 //! not mark the complete file (ready line: marked=1) and gets no event for
 //! it either.  SIGINT ends the daemon like SIGTERM (exit 0, final stats).
 //!
-//! Guards issue 5 (HSM tools: a complete file costs nothing).
+//! Guards the reference HSM tools (selftests/hsm/README.md): a complete file costs
+//! nothing.
 
 use super::hsm_util::*;
 use crate::common::{drop_cache, page_size};
@@ -22,7 +23,7 @@ pub const TEST: Test = Test {
     doc: "hsm-serve: a fully populated file loses its stub tag and mark; no more events, also after a restart",
     needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS"],
     filesystems: HSM_FILESYSTEMS,
-    tags: &[("issue", "5")],
+    tags: &[("doc", "selftests/hsm/README.md")],
     timeout: Duration::from_secs(300),
     run,
     ..Test::DEFAULT

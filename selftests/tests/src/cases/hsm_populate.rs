@@ -7,7 +7,8 @@
 //! unless --force, which turns it back into stubs; bad input (missing
 //! source, DST inside SRC, no arguments) fails with a message naming it.
 //!
-//! Guards issue 5 (HSM tools): the stub tree hsm-serve fills.
+//! Guards the reference HSM tools (selftests/hsm/README.md): the stub tree
+//! hsm-serve fills.
 
 use super::hsm_util::*;
 use ltp::fs::HSM_FILESYSTEMS;
@@ -22,7 +23,7 @@ pub const TEST: Test = Test {
     name: "hsm_populate",
     doc: "hsm-populate: stubs of the right type, size, mode, target, no blocks; refuses a non-empty DST",
     filesystems: HSM_FILESYSTEMS,
-    tags: &[("issue", "5")],
+    tags: &[("doc", "selftests/hsm/README.md")],
     timeout: Duration::from_secs(120),
     run,
     ..Test::DEFAULT

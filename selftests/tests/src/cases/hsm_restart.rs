@@ -10,7 +10,8 @@
 //! have cached zero pages), a new daemon serves the whole file: content
 //! exact, and it fetches exactly the bytes the state did not cover.
 //!
-//! Guards issue 5 (HSM tools: state survives a restart).
+//! Guards the reference HSM tools (selftests/hsm/README.md): state survives a
+//! restart.
 
 use super::hsm_util::*;
 use crate::common::{drop_cache, page_size};
@@ -27,7 +28,7 @@ pub const TEST: Test = Test {
     doc: "hsm-serve stopped mid-fetch (SIGTERM, SIGKILL) and restarted: nothing refetched, content exact",
     needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS"],
     filesystems: HSM_FILESYSTEMS,
-    tags: &[("issue", "5")],
+    tags: &[("doc", "selftests/hsm/README.md")],
     timeout: Duration::from_secs(400),
     run,
     ..Test::DEFAULT

@@ -4,7 +4,8 @@
 //! and a DST on a filesystem without pre-content support (tmpfs) exits 3
 //! (the status scripts and the hsm_* tests treat as "not supported").
 //!
-//! Guards issue 5 (HSM tools: clear errors, non-zero exit on bad input).
+//! Guards the reference HSM tools (selftests/hsm/README.md): clear errors,
+//! non-zero exit on bad input.
 
 use super::hsm_util::*;
 use ltp::res::OrBrok;
@@ -15,7 +16,7 @@ pub const TEST: Test = Test {
     doc:
         "hsm-serve: missing paths, corrupt state, bad options, tmpfs DST: exit 1/2/3 with a message",
     needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS", "CONFIG_TMPFS_XATTR"],
-    tags: &[("issue", "5")],
+    tags: &[("doc", "selftests/hsm/README.md")],
     run,
     ..Test::DEFAULT
 };

@@ -15,8 +15,9 @@
 //! exact with nothing more fetched.  On a kernel without FAN_PRE_FAULT
 //! hsm-serve exits 3 and the test is TCONF.
 //!
-//! Guards issue 5 (HSM tools) and the purpose of the series: an HSM fetches
-//! what a program touches, not the whole mapped range.
+//! Guards the reference HSM tools (selftests/hsm/README.md) and the purpose of
+//! the series (cover letter, first paragraph and Design): an HSM fetches what
+//! a program touches, not the whole mapped range.
 
 use super::hsm_util::*;
 use crate::common::page_size;
@@ -31,7 +32,13 @@ pub const TEST: Test = Test {
     doc: "hsm-serve --mode fault: sparse touches of a 64 MiB stub are exact and fetch a few pages",
     needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS"],
     filesystems: HSM_FILESYSTEMS,
-    tags: &[("issue", "5"), ("requirement", "1"), ("requirement", "4")],
+    tags: &[
+        ("doc", "selftests/hsm/README.md"),
+        (
+            "cover-letter",
+            "Design: a fault reads exactly its event's range (an HSM fetches what is touched)",
+        ),
+    ],
     timeout: Duration::from_secs(300),
     run,
     ..Test::DEFAULT

@@ -7,8 +7,9 @@
 //! can be served as SRC and DST.  Runs on the
 //! unpatched kernel too.
 //!
-//! Guards issue 5 (HSM tools) and requirement 1 (the default, mmap-time
-//! behaviour is unchanged).
+//! Guards the reference HSM tools (selftests/hsm/README.md) and the default,
+//! mmap-time behaviour (cover letter, Design: without FAN_PRE_FAULT nothing
+//! changes).
 
 use super::hsm_util::*;
 use crate::common::page_size;
@@ -23,7 +24,10 @@ pub const TEST: Test = Test {
     doc: "hsm-serve --mode mmap: a mapped stub is fetched whole at mmap(), exact; read() fetches what it reads",
     needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS"],
     filesystems: HSM_FILESYSTEMS,
-    tags: &[("issue", "5"), ("requirement", "1")],
+    tags: &[
+        ("doc", "selftests/hsm/README.md"),
+        ("cover-letter", "Design: without FAN_PRE_FAULT nothing changes"),
+    ],
     timeout: Duration::from_secs(300),
     run,
     ..Test::DEFAULT

@@ -6,7 +6,8 @@
 //! control, which shows both checks can tell) max_parallel=1 and they take
 //! at least two delays.  Content exact in both.
 //!
-//! Guards issue 5 (HSM tools: a worker pool, different files in parallel).
+//! Guards the reference HSM tools (selftests/hsm/README.md): a worker pool,
+//! different files in parallel.
 
 use super::hsm_util::*;
 use ltp::res::OrBrok;
@@ -20,7 +21,7 @@ pub const TEST: Test = Test {
     doc: "hsm-serve --workers 2 fills two files at once (max_parallel=2, < 2 delays); --workers 1 takes two",
     needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS"],
     filesystems: &[Fs::Ext4],
-    tags: &[("issue", "5")],
+    tags: &[("doc", "selftests/hsm/README.md")],
     timeout: Duration::from_secs(180),
     run,
     ..Test::DEFAULT

@@ -6,7 +6,8 @@
 //! served exactly.  The daemon keeps running, counts the errors, and still
 //! serves another file byte for byte.
 //!
-//! Guards issue 5 (HSM tools: failure of one source is contained).
+//! Guards the reference HSM tools (selftests/hsm/README.md): failure of one
+//! source is contained.
 
 use super::hsm_util::*;
 use crate::common::{in_child, page_size, Map};
@@ -24,7 +25,10 @@ pub const TEST: Test = Test {
     doc: "hsm-serve: a removed or truncated source gives EIO to read() and SIGBUS to a fault; others still served",
     needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS"],
     filesystems: HSM_FILESYSTEMS,
-    tags: &[("issue", "5"), ("requirement", "3")],
+    tags: &[
+        ("doc", "selftests/hsm/README.md"),
+        ("cover-letter", "Design: a denied event fails the retried fault (SIGBUS / EFAULT)"),
+    ],
     timeout: Duration::from_secs(300),
     run,
     ..Test::DEFAULT

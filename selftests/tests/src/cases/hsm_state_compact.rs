@@ -7,7 +7,8 @@
 //! and less than the file.  Reading the whole file afterwards is exact and
 //! the total fetched is the file size: no byte twice.
 //!
-//! Guards issue 5 (HSM tools: compact per-file state).
+//! Guards the reference HSM tools (selftests/hsm/README.md): compact per-file
+//! state.
 
 use super::hsm_util::*;
 use crate::common::page_size;
@@ -21,7 +22,7 @@ pub const TEST: Test = Test {
     doc: "hsm-serve: 256 scattered pages keep user.hsm.populated within 2 KiB (gaps fetched), exact, nothing twice",
     needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS"],
     filesystems: &[Fs::Ext4, Fs::Xfs],
-    tags: &[("issue", "5")],
+    tags: &[("doc", "selftests/hsm/README.md")],
     timeout: Duration::from_secs(300),
     run,
     ..Test::DEFAULT

@@ -5,7 +5,8 @@
 //! (misplaced fill), a wrong byte in the partial last page.  `--pages`
 //! checks only the pages it names; bad usage exits 2.
 //!
-//! Guards issue 5 (HSM tools): the checker the hsm_serve_* tests trust.
+//! Guards the reference HSM tools (selftests/hsm/README.md): the checker the
+//! hsm_serve_* tests trust.
 
 use super::hsm_util::*;
 use crate::common::page_size;
@@ -16,7 +17,7 @@ use std::os::unix::fs::FileExt;
 pub const TEST: Test = Test {
     name: "hsm_validate",
     doc: "hsm-validate: pattern files check OK; flipped byte, zero page, swapped pages found at the first bad offset",
-    tags: &[("issue", "5")],
+    tags: &[("doc", "selftests/hsm/README.md")],
     run,
     ..Test::DEFAULT
 };

@@ -4,8 +4,9 @@
 //! (kernel::fs::fsnotify, kernel::mm::fault) must be among
 //! them and pass.
 //!
-//! Guards issue 4 (doctests of the bindings run in the VM and appear in the
-//! suite summary).
+//! Guards the cover letter's Rust section: the doctests of the bindings
+//! (rust/kernel/fs/fsnotify.rs, rust/kernel/mm/fault.rs) run in the VM and
+//! appear in the suite summary.
 
 use ltp::res::OrBrok;
 use ltp::{tbrok, tfail, tinfo, tpass, Ctx, Test};
@@ -19,7 +20,14 @@ pub const TEST: Test = Test {
         "CONFIG_RUST_KERNEL_DOCTESTS",
         "CONFIG_SAMPLE_RUST_LAZY_MIRROR",
     ],
-    tags: &[("issue", "4")],
+    tags: &[
+        (
+            "cover-letter",
+            "Rust: doctests of the new modules run at boot",
+        ),
+        ("doc", "rust/kernel/fs/fsnotify.rs"),
+        ("doc", "rust/kernel/mm/fault.rs"),
+    ],
     run,
     ..Test::DEFAULT
 };

@@ -64,3 +64,104 @@ pub static ALL: &[Test] = &[
     hsm_complete::TEST,
     hsm_state_compact::TEST,
 ];
+
+/// Tags must lead a reader of this repository somewhere: see "Tags" in
+/// selftests/README.md.
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    fn repo() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    }
+
+    /// The section headings of the cover letter: the paragraph above each
+    /// line of dashes.
+    fn headings(cover: &str) -> Vec<String> {
+        let lines: Vec<&str> = cover.lines().collect();
+        let mut out = Vec::new();
+        for (i, l) in lines.iter().enumerate() {
+            if l.len() >= 3 && l.chars().all(|c| c == '-') {
+                let mut j = i;
+                while j > 0 && !lines[j - 1].trim().is_empty() {
+                    j -= 1;
+                }
+                out.push(lines[j..i].join(" "));
+            }
+        }
+        out
+    }
+
+    /// Files the series adds or changes in the kernel tree.
+    fn series_files() -> Vec<String> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(repo().join("patches")).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "patch") {
+                let text = std::fs::read_to_string(&p).unwrap();
+                out.extend(
+                    text.lines()
+                        .filter_map(|l| l.strip_prefix("+++ b/"))
+                        .map(str::to_string),
+                );
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn tags_can_be_followed() {
+        let cover =
+            std::fs::read_to_string(repo().join("patches/0000-cover-letter.patch")).unwrap();
+        let heads = headings(&cover);
+        let files = series_files();
+        for t in super::ALL {
+            assert!(!t.tags.is_empty(), "{}: no tags", t.name);
+            for &(k, v) in t.tags {
+                let what = format!("{}: tag {k}: {v}", t.name);
+                match k {
+                    "cover-letter" => {
+                        let (sec, detail) = v.split_once(": ").unwrap_or((v, ""));
+                        assert!(
+                            heads.iter().any(|h| h.starts_with(sec)),
+                            "{what}: no section '{sec}' in the cover letter ({heads:?})"
+                        );
+                        if sec == "Objections of the revert, answered" {
+                            let n: String =
+                                detail.chars().take_while(char::is_ascii_digit).collect();
+                            assert!(
+                                !n.is_empty()
+                                    && cover.lines().any(|l| l.starts_with(&format!("{n}. "))),
+                                "{what}: no objection '{n}.' in the cover letter"
+                            );
+                        }
+                    }
+                    "doc" => assert!(
+                        repo().join(v).exists() || files.iter().any(|f| f == v),
+                        "{what}: neither in this repository nor added by patches/"
+                    ),
+                    "kernel" => {
+                        let path = v.split(':').next().unwrap();
+                        assert!(
+                            !path.contains(' ') && path.contains('/'),
+                            "{what}: want 'path/in/the/kernel/tree: what'"
+                        );
+                    }
+                    "linux-git" => {
+                        let id = v.split(' ').next().unwrap();
+                        assert!(
+                            id.len() == 12 && id.chars().all(|c| c.is_ascii_hexdigit()),
+                            "{what}: want a 12-digit mainline commit id first"
+                        );
+                    }
+                    "ltp" => assert!(
+                        v.strip_prefix("fanotify")
+                            .is_some_and(|n| n.parse::<u32>().is_ok()),
+                        "{what}: want an LTP fanotify test (fanotifyNN)"
+                    ),
+                    _ => panic!("{what}: unknown kind (cover-letter, doc, kernel, linux-git, ltp)"),
+                }
+            }
+        }
+    }
+}

@@ -3,8 +3,9 @@
 //! (EIO, EPERM, EBUSY, ETXTBSY, EAGAIN, ENOSPC, EDQUOT); a response with any
 //! other errno is refused with EINVAL and the event stays pending.
 //!
-//! Guards mainline semantics (requirement 1) and the errno set that a denied
-//! fault event will map to SIGBUS/EFAULT (requirement 3).
+//! Guards mainline semantics the series keeps (cover letter, Design: without
+//! FAN_PRE_FAULT nothing changes) and the errno set that a denied fault
+//! event maps to SIGBUS/EFAULT (Design).
 
 use crate::common::*;
 use fanotify::consts::*;
@@ -22,9 +23,19 @@ pub const TEST: Test = Test {
     needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS"],
     filesystems: &[ltp::Fs::Ext4],
     tags: &[
-        ("requirement", "1"),
-        ("requirement", "3"),
-        ("upstream", "FAN_DENY_ERRNO, v6.14"),
+        (
+            "cover-letter",
+            "Design: without FAN_PRE_FAULT nothing changes",
+        ),
+        (
+            "cover-letter",
+            "Design: a denied event fails the retried fault (SIGBUS / EFAULT)",
+        ),
+        (
+            "kernel",
+            "include/uapi/linux/fanotify.h: FAN_DENY_ERRNO (mainline since v6.14)",
+        ),
+        ("ltp", "fanotify24"),
     ],
     run,
     ..Test::DEFAULT

@@ -3,8 +3,8 @@
 //! and read it back while the faulting reader waits; the reader then sees the
 //! filled bytes.  Without this an HSM would deadlock on its own fill.
 //!
-//! Guards mainline semantics (requirement 1) that every fill path of the
-//! series relies on.
+//! Guards mainline semantics (cover letter, Design: without FAN_PRE_FAULT
+//! nothing changes) that every fill path of the series relies on.
 
 use crate::common::*;
 use fanotify::consts::*;
@@ -17,7 +17,10 @@ pub const TEST: Test = Test {
     doc: "filling through the event fd generates no event; the reader sees the filled bytes",
     needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS"],
     filesystems: ltp::fs::HSM_FILESYSTEMS,
-    tags: &[("requirement", "1")],
+    tags: &[(
+        "cover-letter",
+        "Design: without FAN_PRE_FAULT nothing changes",
+    )],
     run,
     ..Test::DEFAULT
 };

@@ -4,7 +4,8 @@
 //! unwatched file open for write still gives ETXTBSY.  Exec of a watched file
 //! sends FAN_PRE_ACCESS events, which the listener allows.
 //!
-//! Guards mainline semantics (requirement 1), as LTP fanotify24 checks them.
+//! Guards mainline semantics (cover letter, Design: without FAN_PRE_FAULT
+//! nothing changes), as LTP fanotify24 checks them.
 
 use crate::common::*;
 use fanotify::consts::*;
@@ -22,7 +23,13 @@ pub const TEST: Test = Test {
     doc: "a pre-content watched file can be exec'd while open for write; unwatched gives ETXTBSY",
     needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS"],
     filesystems: ltp::fs::HSM_FILESYSTEMS,
-    tags: &[("requirement", "1"), ("ltp", "fanotify24")],
+    tags: &[
+        (
+            "cover-letter",
+            "Design: without FAN_PRE_FAULT nothing changes",
+        ),
+        ("ltp", "fanotify24"),
+    ],
     run,
     ..Test::DEFAULT
 };

@@ -4,8 +4,9 @@
 //! (EINVAL on a fifo), no FAN_ONDIR (EINVAL), and no FID reporting (EINVAL at
 //! fanotify_init).
 //!
-//! Guards mainline semantics (requirement 1); the same validation must cover
-//! the series' opt-in bit.  LTP fanotify14 checks the class rules.
+//! Guards mainline semantics (cover letter, Design: without FAN_PRE_FAULT
+//! nothing changes); the same validation must cover the series' opt-in bit.
+//! LTP fanotify14 checks the class rules.
 
 use crate::common::*;
 use fanotify::consts::*;
@@ -22,7 +23,13 @@ pub const TEST: Test = Test {
         "pre-content marks refused on tmpfs, non-regular files, wrong class, FAN_ONDIR, FID groups",
     needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS", "CONFIG_TMPFS"],
     filesystems: &[Fs::Ext4],
-    tags: &[("requirement", "1"), ("ltp", "fanotify14")],
+    tags: &[
+        (
+            "cover-letter",
+            "Design: without FAN_PRE_FAULT nothing changes",
+        ),
+        ("ltp", "fanotify14"),
+    ],
     run,
     ..Test::DEFAULT
 };

@@ -3,7 +3,8 @@
 //! offset 100 << PAGE_SHIFT, count 2 pages), and nothing at fault time.
 //!
 //! This is mainline's default (mmap-time) mode, which the series keeps for
-//! marks that do not opt into fault-time events (requirement 1).  Guards
+//! marks that do not opt into fault-time events (cover letter, Design:
+//! without FAN_PRE_FAULT nothing changes).  Guards
 //! 066e053fe208 "fsnotify: add pre-content hooks on mmap()" and its offset fix
 //! 28bba2c2935e (the event offset is pgoff << PAGE_SHIFT, not >>).
 
@@ -22,9 +23,18 @@ pub const TEST: Test = Test {
     needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS"],
     filesystems: HSM_FILESYSTEMS,
     tags: &[
-        ("requirement", "1"),
-        ("linux-git", "066e053fe208"),
-        ("linux-git", "28bba2c2935e"),
+        (
+            "cover-letter",
+            "Design: without FAN_PRE_FAULT nothing changes",
+        ),
+        (
+            "linux-git",
+            "066e053fe208 \"fsnotify: add pre-content hooks on mmap()\" (mainline)",
+        ),
+        (
+            "linux-git",
+            "28bba2c2935e (mainline): the offset fix of the mmap() hook",
+        ),
     ],
     run,
     ..Test::DEFAULT

@@ -3,10 +3,10 @@
 //! syscall touches, widened to page boundaries (truncate: the page holding
 //! the new size).
 //!
-//! Guards mainline semantics the series must keep (requirement 1: "default
-//! unchanged"); upstream: "fsnotify: generate pre-content permission event on
-//! truncate" and "fanotify: report file range info with pre-content events"
-//! (v6.14).
+//! Guards mainline semantics the series must keep (cover letter, Design: without
+//! FAN_PRE_FAULT nothing changes); upstream: "fsnotify: generate pre-content
+//! permission event on truncate" and "fanotify: report file range info with
+//! pre-content events" (v6.14).
 
 use crate::common::*;
 use fanotify::consts::*;
@@ -22,8 +22,8 @@ pub const TEST: Test = Test {
     needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS"],
     filesystems: HSM_FILESYSTEMS,
     tags: &[
-        ("requirement", "1"),
-        ("upstream", "FAN_PRE_ACCESS and range info, v6.14"),
+        ("cover-letter", "Design: without FAN_PRE_FAULT nothing changes"),
+        ("kernel", "include/uapi/linux/fanotify.h: FAN_PRE_ACCESS, FAN_EVENT_INFO_TYPE_RANGE (mainline since v6.14)"),
     ],
     run,
     ..Test::DEFAULT

@@ -3,8 +3,8 @@
 //! CAP_SYS_ADMIN), while the unprivileged notification group it may create
 //! (FAN_CLASS_NOTIF | FAN_REPORT_FID) still works as a control.
 //!
-//! Guards mainline semantics (requirement 1); the fault-time opt-in must not
-//! open a way around it.
+//! Guards mainline semantics (cover letter, Design: without FAN_PRE_FAULT
+//! nothing changes); the fault-time opt-in must not open a way around it.
 
 use fanotify::consts::*;
 use fanotify::Fanotify;
@@ -18,7 +18,10 @@ pub const TEST: Test = Test {
     name: "pre_access_unpriv",
     doc: "unprivileged FAN_CLASS_PRE_CONTENT fanotify_init gives EPERM",
     needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS"],
-    tags: &[("requirement", "1")],
+    tags: &[(
+        "cover-letter",
+        "Design: without FAN_PRE_FAULT nothing changes",
+    )],
     run,
     ..Test::DEFAULT
 };

@@ -6,8 +6,9 @@
 //! the event covered (fault-around), sends nothing; pages already in the page
 //! cache send nothing.
 //!
-//! Guards requirements 1-3 of the series; the offset check guards the
-//! `pgoff >> PAGE_SHIFT` bug of the reverted 2024 hook (upstream.md, 4).
+//! Guards the cover letter's answers to objections 2 (events on the miss path
+//! only) and 4 (the `pgoff >> PAGE_SHIFT` offset bug of the reverted 2024
+//! hook, 955fbe0ef19d), and the opt-in of its Design.
 
 use crate::common::*;
 use fanotify::consts::*;
@@ -21,7 +22,12 @@ pub const TEST: Test = Test {
     doc: "touching page N sends one FAN_PRE_FAULT covering N; cached pages and fault-around send none",
     needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS"],
     filesystems: HSM_FILESYSTEMS,
-    tags: &[("requirement", "1"), ("requirement", "2"), ("requirement", "3"), ("upstream.md", "objection 4")],
+    tags: &[
+        ("cover-letter", "Objections of the revert, answered: 2 (miss path only, no fsnotify call on a cache hit)"),
+        ("cover-letter", "Objections of the revert, answered: 4 (offset)"),
+        ("doc", "Documentation/filesystems/fanotify-pre-fault.rst"),
+        ("linux-git", "955fbe0ef19d Revert \"fsnotify: generate pre-content permission event on page fault\" (6.14-rc7): the hook this series brings back"),
+    ],
     run,
     ..Test::DEFAULT
 };

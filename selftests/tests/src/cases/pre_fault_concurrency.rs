@@ -5,7 +5,8 @@
 //! data the first one made visible); events for ranges it already filled can
 //! only come from faults that raced the fill, and are counted for the record.
 //!
-//! Guards requirements 2-4 of the series under concurrency.
+//! Guards the cover letter's Design (lock dropped, answer recorded, fault retried)
+//! and its answer to objection 2, under concurrency.
 
 use crate::common::*;
 use fanotify::consts::*;
@@ -23,9 +24,14 @@ pub const TEST: Test = Test {
     needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS"],
     filesystems: &[Fs::Ext4, Fs::Xfs, Fs::Btrfs],
     tags: &[
-        ("requirement", "2"),
-        ("requirement", "3"),
-        ("requirement", "4"),
+        (
+            "cover-letter",
+            "Objections of the revert, answered: 2 (nothing waits holding the mmap or VMA lock)",
+        ),
+        (
+            "cover-letter",
+            "Design: the mmap or VMA lock is dropped, the answer recorded, the fault retried",
+        ),
     ],
     timeout: Duration::from_secs(120),
     run,

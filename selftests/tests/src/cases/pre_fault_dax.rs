@@ -9,8 +9,9 @@
 //! Where the unwatched file gets no PMD mappings, the test says so and the
 //! fallback is not verified.
 //!
-//! Guards requirements 5 and 6 of the series (the reverted DAX hooks
-//! 27773ce17762, bc71aab4513f and 4f4dc3a9378b).
+//! Guards the cover letter's Design (huge faults fall back, ext4 and xfs DAX
+//! faults send events) and its answer to objection 3 (the reverted hooks
+//! 4f4dc3a9378b, 27773ce17762 and bc71aab4513f).
 
 use crate::common::*;
 use fanotify::consts::*;
@@ -25,7 +26,13 @@ pub const TEST: Test = Test {
     name: "pre_fault_dax",
     doc: "DAX on pmem: lazy file gets one event per page and PTE mappings; unwatched keeps PMD mappings",
     needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS", "CONFIG_FS_DAX", "CONFIG_BLK_DEV_PMEM"],
-    tags: &[("requirement", "5"), ("requirement", "6"), ("linux-git", "27773ce17762"), ("linux-git", "bc71aab4513f")],
+    tags: &[
+        ("cover-letter", "Objections of the revert, answered: 3 (vfio/PFNMAP: huge faults)"),
+        ("cover-letter", "Design: huge faults fall back; DAX faults send one event per page"),
+        ("linux-git", "4f4dc3a9378b Revert \"mm: don't allow huge faults for files with pre content watches\" (6.14-rc7)"),
+        ("linux-git", "27773ce17762 Revert \"xfs: add pre-content fsnotify hook for DAX faults\" (6.14-rc7)"),
+        ("linux-git", "bc71aab4513f Revert of the ext4 DAX fault hook (6.14-rc7)"),
+    ],
     needs_cmds: &["mkfs.ext4", "mkfs.xfs", "mount", "umount"],
     timeout: std::time::Duration::from_secs(120),
     run,

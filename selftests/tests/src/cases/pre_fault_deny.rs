@@ -4,8 +4,9 @@
 //! MADV_POPULATE_READ) fails with EFAULT; nothing hangs, and exactly one
 //! event is sent per denied fault (the retried fault sends none).
 //!
-//! Guards requirement 3 of the series (denied event -> SIGBUS / EFAULT,
-//! FAULT_FLAG_TRIED sends no second event).
+//! Guards the cover letter's Design (a denied event gives SIGBUS / EFAULT; the
+//! retried, FAULT_FLAG_TRIED fault sends no second event) and the denied
+//! column of its fault-path matrix.
 
 use crate::common::*;
 use fanotify::consts::*;
@@ -23,7 +24,13 @@ pub const TEST: Test = Test {
         "denied FAN_PRE_FAULT: SIGBUS for a user fault, EFAULT for kernel accesses, one event each",
     needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS"],
     filesystems: &[Fs::Ext4, Fs::Xfs],
-    tags: &[("requirement", "3")],
+    tags: &[
+        ("cover-letter", "Fault-path matrix: the denied (EIO) column"),
+        (
+            "cover-letter",
+            "Design: a denied event fails the retried fault (SIGBUS / EFAULT)",
+        ),
+    ],
     run,
     ..Test::DEFAULT
 };

@@ -1,5 +1,5 @@
 //! pre_fault_freeze: the syzbot freeze deadlock of the reverted 2024 hook
-//! (upstream.md, objection 1) cannot happen.  A task write(2)s to a file of
+//! (the cover letter's objection 1) cannot happen.  A task write(2)s to a file of
 //! the HSM filesystem from an unpopulated lazy mapping (so it faults while
 //! holding the filesystem's freeze protection) while `fsfreeze --freeze`
 //! runs and the HSM must fill: 50 iterations with a watchdog.  The series
@@ -8,7 +8,7 @@
 //! and fsfreeze fails cleanly.  Controls: without the lazy marks (closed
 //! group, or mainline FAN_PRE_ACCESS marks only) the filesystem freezes.
 //!
-//! Guards requirement 7 of the series; upstream.md objection 1.
+//! Guards the cover letter's answer to objection 1 (freeze deadlock).
 
 use crate::common::*;
 use fanotify::consts::*;
@@ -27,7 +27,10 @@ pub const TEST: Test = Test {
     doc: "write(2) from a lazy mapping racing fsfreeze never hangs (freeze refused while FAN_PRE_FAULT marks exist)",
     needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS", "CONFIG_PROVE_LOCKING"],
     filesystems: &[Fs::Ext4, Fs::Xfs, Fs::Btrfs],
-    tags: &[("requirement", "7"), ("upstream.md", "objection 1")],
+    tags: &[
+        ("cover-letter", "Objections of the revert, answered: 1 (freeze deadlock)"),
+        ("cover-letter", "Known limitations and open questions: freezing is refused while FS_PRE_FAULT watches exist"),
+    ],
     needs_cmds: &["fsfreeze"],
     timeout: Duration::from_secs(240),
     run,

@@ -5,7 +5,8 @@
 //! the filesystem has them, i.e. zeros); and a process blocked in such a
 //! fault dies at once on SIGKILL.
 //!
-//! Guards requirement 8 of the series.
+//! Guards the last rows of the cover letter's fault-path matrix (listener closed
+//! with faults pending, SIGKILL while waiting in a fault).
 
 use crate::common::*;
 use fanotify::consts::*;
@@ -22,7 +23,9 @@ pub const TEST: Test = Test {
     doc: "listener closed with 8 faults pending: all wake; SIGKILL of a task waiting in a fault ends it",
     needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS"],
     filesystems: &[Fs::Ext4, Fs::Xfs],
-    tags: &[("requirement", "8")],
+    tags: &[
+        ("cover-letter", "Fault-path matrix: listener closed with faults pending; SIGKILL while waiting in a fault"),
+    ],
     run,
     ..Test::DEFAULT
 };

@@ -19,7 +19,7 @@
 //! O_DIRECT reads hung until killed, which the test timeout reports).  A
 //! write from a page that was touched first works.
 //!
-//! Guards requirement 3 and the fault-path matrix of requirement 9.
+//! Guards the cover letter's fault-path matrix, row by row.
 
 use crate::common::*;
 use fanotify::consts::*;
@@ -35,7 +35,13 @@ pub const TEST: Test = Test {
     doc: "fault-path matrix: each access path to a lazy mapping gets its documented outcome",
     needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS"],
     filesystems: &[Fs::Ext4, Fs::Xfs],
-    tags: &[("requirement", "3"), ("requirement", "9")],
+    tags: &[
+        ("cover-letter", "Fault-path matrix"),
+        (
+            "cover-letter",
+            "Design: same-file reads and writes fail with EFAULT (patch 8)",
+        ),
+    ],
     // Each row is a case (fpc-tests pre_fault_matrix:N runs row N alone): a
     // row that hangs or breaks ends only itself, with this timeout.
     timeout: std::time::Duration::from_secs(60),

@@ -5,8 +5,9 @@
 //! via POSIX_FADV_WILLNEED, MADV_WILLNEED), cachestat(2) finds cached pages
 //! only inside the ranges events reported.
 //!
-//! Guards requirement 4 of the series (the 2024 series disabled readahead
-//! instead: 252256e416de, reverted).
+//! Guards the cover letter's Design (readahead limited to covered ranges) and its
+//! Measured cachestat numbers (the 2024 series disabled readahead instead:
+//! 252256e416de, reverted).
 
 use crate::common::*;
 use fanotify::Range;
@@ -24,7 +25,11 @@ pub const TEST: Test = Test {
         "CONFIG_CACHESTAT_SYSCALL",
     ],
     filesystems: &[Fs::Ext4, Fs::Xfs, Fs::Btrfs],
-    tags: &[("requirement", "4"), ("linux-git", "252256e416de")],
+    tags: &[
+        ("cover-letter", "Design: nothing enters the page cache of such a file that no event covered"),
+        ("cover-letter", "Measured: cachestat(2) after a fault, a read and WILLNEED hints"),
+        ("linux-git", "252256e416de Revert \"fanotify: disable readahead if we have pre-content watches\" (6.14-rc7)"),
+    ],
     run,
     ..Test::DEFAULT
 };

@@ -7,8 +7,9 @@
 //! content with no event (found by pre_fault_matrix on xfs).  50 rounds (per mapping type) of
 //! create, mark, map, fault page 21, unlink.
 //!
-//! Guards requirements 2 and 3 of the series (no page visible without an
-//! answered event; the retried fault uses only its own answer).
+//! Guards the cover letter's Design (no page visible without an answered event;
+//! the retried fault uses only its own answer) and the bug its Measured
+//! section says an earlier version had.
 
 use crate::common::*;
 use fanotify::consts::*;
@@ -22,7 +23,10 @@ pub const TEST: Test = Test {
     doc: "each new lazy file's first fault sends its own event, also when its inode reuses a deleted one's memory",
     needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS"],
     filesystems: HSM_FILESYSTEMS,
-    tags: &[("requirement", "2"), ("requirement", "3")],
+    tags: &[
+        ("cover-letter", "Measured: pre_fault_reuse guards a bug an earlier version had"),
+        ("cover-letter", "Design: the retried fault consumes the answer"),
+    ],
     run,
     ..Test::DEFAULT
 };

@@ -2,8 +2,9 @@
 //! sequentially: events per MiB (printed; target at most 16, i.e. one event
 //! per 64 KiB or more) with every byte checked against the pattern.
 //!
-//! Guards requirement 4 of the series (fault events sized to the range the
-//! kernel reads, so one round trip fills many pages).
+//! Guards the cover letter's Design (fault events sized to the range the kernel
+//! reads, so one round trip fills many pages) and its Measured events per
+//! MiB.
 
 use crate::common::*;
 use fanotify::consts::*;
@@ -16,7 +17,10 @@ pub const TEST: Test = Test {
     doc: "sequential faulting of an unpopulated file: <= 16 FAN_PRE_FAULT events per MiB, content exact",
     needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS"],
     filesystems: &[Fs::Ext4, Fs::Xfs, Fs::Btrfs],
-    tags: &[("requirement", "4")],
+    tags: &[
+        ("cover-letter", "Measured: sequential faulting of an unfilled 16 MiB file"),
+        ("cover-letter", "Design: the event's range is the readahead window from the faulting page"),
+    ],
     run,
     ..Test::DEFAULT
 };

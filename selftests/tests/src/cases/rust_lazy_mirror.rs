@@ -9,8 +9,10 @@
 //! listener with faults pending wakes them all; a writable mapping and a
 //! write-only backing fd are refused.
 //!
-//! Guards issue 4 (the Rust bindings have an in-tree user that works), and
-//! through it requirements 1-3 and 8 of the series for a Rust ->fault().
+//! Guards the cover letter's Rust section (the bindings have an in-tree user that
+//! works, rust/samples/rust/rust_lazy_mirror.rs), and through it the Design
+//! (one event per faulting page, denied faults fail) and the listener-death
+//! rows of the fault-path matrix for a Rust ->fault().
 
 use crate::common::*;
 use fanotify::consts::*;
@@ -35,7 +37,21 @@ pub const TEST: Test = Test {
         "CONFIG_SAMPLE_RUST_LAZY_MIRROR",
     ],
     filesystems: HSM_FILESYSTEMS,
-    tags: &[("issue", "4"), ("requirement", "3"), ("requirement", "8")],
+    tags: &[
+        (
+            "cover-letter",
+            "Rust: samples/rust/rust_lazy_mirror.rs, the in-tree user",
+        ),
+        ("doc", "rust/samples/rust/rust_lazy_mirror.rs"),
+        (
+            "cover-letter",
+            "Design: a denied event fails the retried fault (SIGBUS / EFAULT)",
+        ),
+        (
+            "cover-letter",
+            "Fault-path matrix: listener closed with faults pending",
+        ),
+    ],
     run,
     ..Test::DEFAULT
 };
