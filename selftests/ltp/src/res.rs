@@ -7,7 +7,6 @@
 
 use nix::errno::Errno;
 use std::fmt;
-use std::io::Write;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -175,6 +174,13 @@ static EXIT_HOOK: Mutex<Option<ExitHook>> = Mutex::new(None);
 /// Called in the child before the test body runs.
 pub(crate) fn set_reporter(fd: RawFd, prefix: String) {
     REPORT_FD.store(fd, Ordering::SeqCst);
+    // Panic messages straight to fd 2: the default hook takes the stderr
+    // lock, which another thread of the forking process may have held.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = format!("{}: panic: {info}\n", self::prefix());
+        // SAFETY: a write from a valid buffer to fd 2.
+        unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+    }));
     // Only forked children set it, each once, right after fork(): the
     // parent never does, so it is always unset here.
     let _ = PREFIX.set(prefix);
@@ -217,6 +223,24 @@ fn send(rec: &Record) {
     }
 }
 
+/// One write(2) of a whole line to fd 1, not through `std::io::stdout()`:
+/// its lock may have been held by another thread of the process that forked
+/// this one (in the unit tests), and lines of threads and processes of one
+/// test do not interleave.
+fn write_stdout(mut b: &[u8]) {
+    while !b.is_empty() {
+        // SAFETY: a write from a valid buffer to fd 1.
+        let n = unsafe { libc::write(1, b.as_ptr().cast(), b.len()) };
+        if n < 0 && Errno::last() == Errno::EINTR {
+            continue;
+        }
+        if n <= 0 {
+            return;
+        }
+        b = &b[n as usize..];
+    }
+}
+
 pub(crate) fn send_marker(m: Marker) {
     send(&Record::Mark(m));
 }
@@ -234,9 +258,7 @@ pub fn report(kind: ResKind, args: fmt::Arguments<'_>) {
         c => format!(" case {c}"),
     };
     let line = format!("{}{case}: {}: {msg}\n", prefix(), kind.word());
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(line.as_bytes());
-    let _ = out.flush();
+    write_stdout(line.as_bytes());
     if kind != ResKind::Info {
         send(&Record::Res(kind, msg));
     }
@@ -246,7 +268,6 @@ pub fn report(kind: ResKind, args: fmt::Arguments<'_>) {
 /// _exit(0).
 pub fn exit_test() -> ! {
     run_exit_hook();
-    let _ = std::io::stdout().flush();
     // Skip destructors and atexit handlers of the forked child: the parent
     // cleans up the mount and the image.
     // SAFETY: _exit is always safe to call.
