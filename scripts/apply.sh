@@ -2,7 +2,9 @@
 # SPDX-License-Identifier: GPL-2.0
 # Apply the series in patches/ (order from patches/series) to a kernel tree.
 #
-# Usage: scripts/apply.sh [--check] <kernel-tree>
+# Usage: scripts/apply.sh [--check] [--patches DIR] <kernel-tree>
+#   --patches DIR   apply the series in DIR (with its own series file) instead
+#                   of the repository's patches/ (build.sh --series uses it)
 #   git tree:        git am -3; a dirty tree is refused
 #   plain directory: patch -p1
 # Patches already present (their reverse applies cleanly) are skipped, so
@@ -14,13 +16,18 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 die() { echo "apply.sh: error: $*" >&2; exit 1; }
 say() { echo "apply.sh: $*" >&2; }
 
-check=0
-[ "${1:-}" = --check ] && { check=1; shift; }
-[ $# = 1 ] || die "usage: $0 [--check] <kernel-tree>"
+check=0 pdir="$top/patches"
+while [ $# -gt 1 ]; do
+	case "$1" in
+	--check) check=1; shift ;;
+	--patches) pdir=$(cd "$2" 2>/dev/null && pwd) || die "no such directory: $2"; shift 2 ;;
+	*) break ;;
+	esac
+done
+[ $# = 1 ] || die "usage: $0 [--check] [--patches DIR] <kernel-tree>"
 tree=$(cd "$1" 2>/dev/null && pwd) || die "no such directory: $1"
 [ -f "$tree/Makefile" ] && [ -d "$tree/fs/notify" ] || die "$tree does not look like a kernel tree"
 
-pdir="$top/patches"
 [ -f "$pdir/series" ] || die "missing $pdir/series"
 patches=()
 while read -r p _; do

@@ -3,8 +3,12 @@
 # Build the test kernel: virtme-ng's defconfig + selftests/config, DWARF off,
 # driver families the VM never uses trimmed.  Incremental by default.
 #
-# Usage: scripts/build.sh [--base] [--bench] [--reconfig] [--apply]
+# Usage: scripts/build.sh [--base | --series REV] [--bench] [--reconfig] [--apply]
 #   --base      build the unpatched base tree (a worktree at the base tag)
+#   --series REV  build the series as committed at git revision REV of this
+#               repository (e.g. the tag series-v1): patches/ of REV applied to
+#               a worktree of its own, built in build/series-<REV>; for
+#               comparison runs against an older revision of the series
 #   --bench     a kernel for benchmarks: without the debug options (lockdep,
 #               DEBUG_VM, KUnit) of selftests/config, in <build dir>-bench
 #   --reconfig  regenerate .config even if the inputs did not change
@@ -13,16 +17,21 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-base=0 bench=0 reconfig=0 apply=0
-for a in "$@"; do
-	case "$a" in
+usage() { die "usage: $0 [--base | --series REV] [--bench] [--reconfig] [--apply]"; }
+base=0 bench=0 reconfig=0 apply=0 series=
+while [ $# -gt 0 ]; do
+	case "$1" in
 	--base) base=1 ;;
+	--series) [ $# -ge 2 ] || usage; series=$2; shift ;;
 	--bench) bench=1 ;;
 	--reconfig) reconfig=1 ;;
 	--apply) apply=1 ;;
-	*) die "usage: $0 [--base] [--bench] [--reconfig] [--apply]" ;;
+	*) usage ;;
 	esac
+	shift
 done
+[ $base = 0 ] || [ -z "$series" ] || die "--base and --series exclude each other"
+[ $apply = 0 ] || [ -z "$series" ] || die "--apply and --series exclude each other"
 
 git -C "$FPC_SRC" rev-parse -q --verify "refs/tags/$FPC_BASE_TAG" >/dev/null 2>&1 ||
 	die "no kernel tree at $FPC_SRC; run scripts/fetch-base.sh"
@@ -38,6 +47,30 @@ if [ $base = 1 ]; then
 	fi
 	[ "$(git -C "$src" rev-parse HEAD)" = "$(git -C "$FPC_SRC" rev-parse "$FPC_BASE_TAG^{commit}")" ] ||
 		die "$src is not at $FPC_BASE_TAG"
+elif [ -n "$series" ]; then
+	rev=$(git -C "$FPC_TOP" rev-parse -q --verify "$series^{commit}") ||
+		die "--series $series: not a revision of $FPC_TOP"
+	git -C "$FPC_TOP" cat-file -e "$rev:patches/series" 2>/dev/null ||
+		die "--series $series: that revision has no patches/series"
+	name=$(tr -c 'A-Za-z0-9._\n-' _ <<<"$series")
+	name=${name#series-}
+	src="$FPC_CACHE/linux-rev-$name" out="$FPC_CACHE/build/series-$name"
+	pd=$(mktemp -d)
+	trap 'rm -rf "$pd"' EXIT
+	git -C "$FPC_TOP" archive "$rev" patches | tar -x -C "$pd"
+	if [ ! -e "$src/.git" ]; then
+		info "creating worktree $src for the series at $series"
+		git -C "$FPC_SRC" worktree prune
+		git -C "$FPC_SRC" worktree add -q --detach "$src" "$FPC_BASE_TAG"
+	fi
+	# Reuse the worktree (incremental builds) while it holds exactly that
+	# series; otherwise start again from the base.
+	if ! "$FPC_TOP/scripts/apply.sh" --check --patches "$pd/patches" "$src" 2>/dev/null; then
+		git -C "$src" am --abort >/dev/null 2>&1 || true
+		git -C "$src" checkout -q -f --detach "$FPC_BASE_TAG"
+		git -C "$src" clean -q -fdx
+		"$FPC_TOP/scripts/apply.sh" --patches "$pd/patches" "$src"
+	fi
 else
 	src=$FPC_SRC out=$FPC_BUILD
 	if [ $apply = 1 ]; then

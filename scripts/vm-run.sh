@@ -4,30 +4,38 @@
 # The guest sees the host's filesystem read-only (writable /tmp), so host-built
 # binaries run unchanged.  Exits with the guest command's exit status.
 #
-# Usage: scripts/vm-run.sh [--memory SIZE] [--append ARGS] <kernel-build-dir> -- <command> [args...]
+# Usage: scripts/vm-run.sh [--memory SIZE] [--append ARGS] [--cpus N] [--timeout SECS]
+#                          <kernel-build-dir> -- <command> [args...]
+# --timeout (default $FPC_VM_TIMEOUT, else 3000 s): the whole boot is killed
+# after that long, so a kernel that hangs (a deadlock the guest cannot shut
+# down from) cannot stall a run; the exit status is then 124.
 # KVM is used only if it has been seen to boot this kind of kernel on this
 # machine (probed once, remembered in $FPC_CACHE/kvm.state); otherwise TCG.
 # FPC_KVM=0|1 forces the choice.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-mem=4G append=()
+mem=4G append=() cpus=2 vm_timeout=${FPC_VM_TIMEOUT:-3000}
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--memory) mem=$2; shift 2 ;;
 	--append) append+=(--append "$2"); shift 2 ;;
+	--cpus) cpus=$2; shift 2 ;;
+	--timeout) vm_timeout=$2; shift 2 ;;
 	--) shift; break ;;
 	-*) die "unknown option $1" ;;
 	*) kdir=$1; shift ;;
 	esac
 done
-[ -n "${kdir:-}" ] && [ $# -gt 0 ] || die "usage: $0 [--memory SIZE] [--append ARGS] <kernel-build-dir> -- <command...>"
+[ -n "${kdir:-}" ] && [ $# -gt 0 ] || die "usage: $0 [--memory SIZE] [--append ARGS] [--cpus N] [--timeout SECS] <kernel-build-dir> -- <command...>"
+[[ "$vm_timeout" =~ ^[1-9][0-9]*$ ]] || die "--timeout: not a positive number of seconds: $vm_timeout"
+[[ "$cpus" =~ ^[1-9][0-9]*$ ]] || die "--cpus: not a positive number: $cpus"
 kdir=$(cd "$kdir" 2>/dev/null && pwd) || die "no such build directory: $kdir"
 [ -f "$kdir/arch/x86/boot/bzImage" ] || die "no kernel image in $kdir (run scripts/build.sh)"
 command -v vng >/dev/null || die "virtme-ng missing; run scripts/setup.sh"
 command -v udevadm >/dev/null || die "udev missing on the host (vng loses guest output without it); run scripts/setup.sh"
 
-vng_base=(vng --run "$kdir" --cpus 2 --memory "$mem" "${append[@]}")
+vng_base=(vng --run "$kdir" --cpus "$cpus" --memory "$mem" "${append[@]}")
 
 kvm_usable() {
 	case "${FPC_KVM:-}" in 1) return 0 ;; 0) return 1 ;; esac
@@ -54,8 +62,12 @@ trap 'rm -f "$log"' EXIT
 # Pipe through cat: vng garbles output written straight to a file.
 boot() {
 	set +e
-	"${vng_base[@]}" "${accel[@]}" --exec "cd / && $cmd; echo $marker=\$?" </dev/null 2>&1 | cat | tee "$log" | grep --line-buffered -v "^$marker="
+	timeout --kill-after=30 "$vm_timeout" "${vng_base[@]}" "${accel[@]}" --exec "cd / && $cmd; echo $marker=\$?" </dev/null 2>&1 | cat | tee "$log" | grep --line-buffered -v "^$marker="
 	vng_rc=${PIPESTATUS[0]}
+	if [ "$vng_rc" = 124 ] || [ "$vng_rc" = 137 ]; then
+		echo "vm-run.sh: error: the VM ran longer than $vm_timeout s and was killed (a hung kernel?)" >&2
+		exit 124
+	fi
 	set -e
 }
 boot
