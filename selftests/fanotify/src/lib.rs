@@ -144,6 +144,15 @@ impl AsRawFd for Fanotify {
 }
 
 impl Fanotify {
+    /// A second handle on the same group (a dup of its fd), e.g. to change
+    /// marks while a listener thread owns the first.  The group is released
+    /// when the last handle is dropped.
+    pub fn try_clone(&self) -> std::io::Result<Self> {
+        Ok(Fanotify {
+            fd: self.fd.try_clone()?,
+        })
+    }
+
     /// `fanotify_init(flags, event_f_flags)`.
     pub fn init(flags: u32, event_f_flags: u32) -> Result<Self, Error> {
         // SAFETY: plain syscall wrapper without pointers.

@@ -20,30 +20,22 @@ pub fn page_size() -> u64 {
     ltp::getpagesize()
 }
 
-/// The byte at file offset `off` of a pattern file: differs between pages and
-/// within a page, so a misplaced page or a zero page is always noticed.
+/// The byte at file offset `off` of a pattern file: the one fill pattern of
+/// the project, [`hsm::pattern`] (splitmix64 of each 8-byte word's index), so
+/// a page mapped at the wrong offset anywhere in the file, a zero page or a
+/// stale page is always noticed.
 pub fn pattern_byte(off: u64) -> u8 {
-    pattern_byte_in(off, page_size())
+    hsm::pattern::byte_at(off)
 }
 
-fn pattern_byte_in(off: u64, page: u64) -> u8 {
-    let page = off / page;
-    (page.wrapping_mul(131) as u8) ^ (off as u8).wrapping_mul(7) ^ 0x5a
-}
-
+/// The pattern bytes of `off..off + len`.
 pub fn pattern(off: u64, len: usize) -> Vec<u8> {
-    let p = page_size();
-    (0..len as u64)
-        .map(|i| pattern_byte_in(off + i, p))
-        .collect()
+    hsm::pattern::bytes(off, len)
 }
 
 /// First offset (relative to `off`) where `buf` differs from the pattern.
 pub fn pattern_mismatch(off: u64, buf: &[u8]) -> Option<usize> {
-    let p = page_size();
-    buf.iter()
-        .enumerate()
-        .position(|(i, &b)| b != pattern_byte_in(off + i as u64, p))
+    hsm::pattern::mismatch(off, buf)
 }
 
 /// A file of `size` bytes holding the pattern.
@@ -377,4 +369,59 @@ impl LazyStub {
             listener,
         }
     }
+}
+
+/// Flags of the page frames behind a process's mappings: /proc/self/pagemap
+/// gives the frame of a virtual page, /proc/kpageflags its KPF_* bits.
+/// Needs root (pagemap hides frame numbers otherwise).
+pub struct PageFlags {
+    pagemap: std::fs::File,
+    kflags: std::fs::File,
+}
+
+/// KPF_RECLAIM: PG_reclaim, the bit PG_readahead shares.
+pub const KPF_RECLAIM: u64 = 1 << 9;
+/// KPF_COMPOUND_HEAD and KPF_COMPOUND_TAIL: a page of a large folio.
+pub const KPF_COMPOUND: u64 = 1 << 15 | 1 << 16;
+
+impl PageFlags {
+    pub fn open() -> Self {
+        PageFlags {
+            pagemap: std::fs::File::open("/proc/self/pagemap").or_brok("open /proc/self/pagemap"),
+            kflags: std::fs::File::open("/proc/kpageflags").or_brok("open /proc/kpageflags"),
+        }
+    }
+
+    /// The KPF_* flags of the frame mapped at `page` of `m`; None if the
+    /// page is not mapped.
+    pub fn of(&self, m: &Map, page: u64) -> Option<u64> {
+        let mut e = [0u8; 8];
+        self.pagemap
+            .read_exact_at(&mut e, m.addr(page) as u64 / page_size() * 8)
+            .or_brok("read /proc/self/pagemap");
+        let e = u64::from_le_bytes(e);
+        if e >> 63 == 0 {
+            return None;
+        }
+        let mut f = [0u8; 8];
+        self.kflags
+            .read_exact_at(&mut f, (e & ((1 << 55) - 1)) * 8)
+            .or_brok("read /proc/kpageflags");
+        Some(u64::from_le_bytes(f))
+    }
+}
+
+/// Restore the default action of SIGBUS.  Rust's runtime handles SIGBUS (to
+/// report stack overflows) and, for a fault outside a stack guard, restores
+/// the default and returns, so the faulting access runs again as a new fault:
+/// a process that must end with the first fault's SIGBUS calls this first.
+pub fn default_sigbus() {
+    // SAFETY: installs the default action, no handler code.
+    unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGBUS,
+            nix::sys::signal::SigHandler::SigDfl,
+        )
+    }
+    .or_brok("signal(SIGBUS, SIG_DFL)");
 }

@@ -5,10 +5,11 @@
 //! the daemon is stopped while it fetches (SIGTERM: it finishes the events it has read and exits
 //! 0; SIGKILL: it dies at once).  The recorded state (user.hsm.populated, or
 //! the --state file) covers part of the file; for SIGTERM it equals the
-//! bytes the daemon reported fetched.  After dropping the page cache (the
-//! kernel allows events the dead daemon left pending, so the reader may
-//! have cached zero pages), a new daemon serves the whole file: content
-//! exact, and it fetches exactly the bytes the state did not cover.
+//! bytes the daemon reported fetched.  The kernel denies the fault-time
+//! events the dead daemon left pending (the reader gets SIGBUS or EIO and
+//! caches nothing unfilled); after dropping the page cache, a new daemon
+//! serves the whole file: content exact, and it fetches exactly the bytes
+//! the state did not cover.
 //!
 //! Guards the reference HSM tools (selftests/hsm/README.md): state survives a
 //! restart.

@@ -25,9 +25,14 @@ mod pre_fault_basic;
 mod pre_fault_concurrency;
 mod pre_fault_dax;
 mod pre_fault_deny;
+mod pre_fault_evict;
 mod pre_fault_freeze;
+mod pre_fault_invariant;
+mod pre_fault_leave;
 mod pre_fault_listener_death;
 mod pre_fault_matrix;
+mod pre_fault_ra_marker;
+mod pre_fault_read_batch;
 mod pre_fault_readahead;
 mod pre_fault_reuse;
 mod pre_fault_seq;
@@ -42,9 +47,14 @@ pub static ALL: &[Test] = &[
     pre_access_mark_errors::TEST,
     pre_access_unpriv::TEST,
     pre_fault_basic::TEST,
+    pre_fault_invariant::TEST,
+    pre_fault_leave::TEST,
+    pre_fault_read_batch::TEST,
+    pre_fault_ra_marker::TEST,
     pre_fault_deny::TEST,
     pre_fault_matrix::TEST,
     pre_fault_reuse::TEST,
+    pre_fault_evict::TEST,
     pre_fault_readahead::TEST,
     pre_fault_seq::TEST,
     pre_fault_freeze::TEST,

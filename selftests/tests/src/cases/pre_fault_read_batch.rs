@@ -1,0 +1,119 @@
+//! pre_fault_read_batch: read() of a lazily watched file is not degraded.
+//! A sequential read() of an unfilled 16 MiB file sends one FAN_PRE_ACCESS
+//! per read() call, returns the filled bytes, and the page cache reads each
+//! announced range in one batch with large folios where the filesystem has
+//! them (ext4 and xfs; checked through /proc/kpageflags).  v1 read such files
+//! one minimum-size folio at a time, without readahead and without large
+//! folios.  The time against an unmarked file of the same size is reported.
+//!
+//! Guards the cover letter's Design (a read reads the range its event
+//! announced, in one batch).
+
+use crate::common::*;
+use fanotify::consts::*;
+use ltp::res::OrBrok;
+use ltp::{tcheck, tinfo, Ctx, Fs, Test};
+use nix::sys::mman::{MapFlags, ProtFlags};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::time::{Duration, Instant};
+
+pub const TEST: Test = Test {
+    name: "pre_fault_read_batch",
+    doc: "sequential read() of an unfilled 16 MiB lazy file: one FAN_PRE_ACCESS per call, right bytes, large folios",
+    needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS", "CONFIG_PROC_PAGE_MONITOR"],
+    filesystems: &[Fs::Ext4, Fs::Xfs, Fs::Btrfs],
+    timeout: Duration::from_secs(180),
+    tags: &[("cover-letter", "Design")],
+    run,
+    ..Test::DEFAULT
+};
+
+const SIZE: u64 = 16 << 20;
+const CHUNK: usize = 1 << 20;
+
+/// Read `f` sequentially in CHUNK pieces, to the read() that returns 0 at
+/// EOF; returns the number of read() calls (that last one included: it sends
+/// its event too) and the first wrong offset, if any (`check`: compare with
+/// the pattern).
+fn read_all(f: &File, check: bool) -> (usize, Option<u64>) {
+    let mut buf = vec![0u8; CHUNK];
+    let (mut off, mut calls, mut wrong) = (0u64, 0, None);
+    loop {
+        let n = f.read_at(&mut buf, off).or_brok("read");
+        calls += 1;
+        if n == 0 {
+            break;
+        }
+        if check && wrong.is_none() {
+            wrong = pattern_mismatch(off, &buf[..n]).map(|i| off + i as u64);
+        }
+        off += n as u64;
+    }
+    (calls, wrong)
+}
+
+/// Of the pages of `m` (all in the page cache), how many belong to a large
+/// folio.
+fn pages_in_large_folios(m: &Map, pages: u64) -> u64 {
+    let flags = PageFlags::open();
+    (0..pages)
+        .filter(|&p| flags.of(m, p).is_some_and(|f| f & KPF_COMPOUND != 0))
+        .count() as u64
+}
+
+fn run(ctx: &Ctx) {
+    let ps = page_size();
+    let pages = SIZE / ps;
+    let path = ctx.path("stub");
+    let plain = ctx.path("plain");
+    create_sparse_file(&path, SIZE);
+    create_sparse_file(&plain, SIZE);
+    let listener = Listener::filling(lazy_group(&path, FAN_MARK_INODE));
+
+    let f = File::open(&path).or_brok("open");
+    let t0 = Instant::now();
+    let (calls, wrong) = read_all(&f, true);
+    let lazy = t0.elapsed();
+    tcheck!(
+        wrong.is_none(),
+        "the sequential read() returns the filled bytes (first wrong byte: {wrong:?})"
+    );
+    let events: Vec<Seen> = listener
+        .stop()
+        .into_iter()
+        .filter(|s| s.mask == FAN_PRE_ACCESS)
+        .collect();
+    tcheck!(
+        events.len() == calls,
+        "{} FAN_PRE_ACCESS events for {calls} read() calls",
+        events.len()
+    );
+
+    let m = Map::new(&f, 0, pages, ProtFlags::PROT_READ, MapFlags::MAP_SHARED).or_brok("mmap");
+    for p in 0..pages {
+        m.touch(p);
+    }
+    let cached = hsm::cache::cached_pages(&f, 0, SIZE).or_brok("cachestat");
+    let large = pages_in_large_folios(&m, pages);
+    tinfo!("{cached} of {pages} pages cached, {large} of them in large folios");
+    match ctx.fs {
+        Some(Fs::Ext4 | Fs::Xfs) => tcheck!(
+            large * 2 >= pages,
+            "most of the read file is in large folios ({large} of {pages} pages)"
+        ),
+        _ => tinfo!("this filesystem does not use large folios for regular files here"),
+    }
+    drop(m);
+
+    let p = File::open(&plain).or_brok("open the unmarked file");
+    let t0 = Instant::now();
+    read_all(&p, false);
+    let unmarked = t0.elapsed();
+    tinfo!(
+        "sequential read of 16 MiB: lazy (filled by the listener) {:.3} s, unmarked sparse file {:.3} s, ratio {:.2}",
+        lazy.as_secs_f64(),
+        unmarked.as_secs_f64(),
+        lazy.as_secs_f64() / unmarked.as_secs_f64().max(1e-6)
+    );
+}
