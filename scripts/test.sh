@@ -37,9 +37,11 @@ else
 	# not whatever a developer left in the cache tree.
 	wt=$(fpc_series_worktree)
 	want=$(git -C "$wt" rev-parse HEAD)
+	# Uncommitted edits would be built and tested in place of the
+	# committed series: refuse them, also when HEAD already matches.
+	[ -z "$(git -C "$FPC_SRC" status --porcelain --untracked-files=no)" ] ||
+		die "$FPC_SRC has uncommitted changes; commit (and export) or stash them"
 	if [ "$(git -C "$FPC_SRC" rev-parse HEAD^{tree})" != "$(git -C "$wt" rev-parse HEAD^{tree})" ]; then
-		[ -z "$(git -C "$FPC_SRC" status --porcelain --untracked-files=no)" ] ||
-			die "$FPC_SRC has uncommitted changes; commit (and export) or stash them"
 		if [ "$(git -C "$FPC_SRC" rev-parse HEAD)" = "$(git -C "$FPC_SRC" rev-parse "$FPC_BASE_TAG^{commit}")" ]; then
 			info "kernel tree is at the base: checking out base + committed series"
 		else

@@ -34,6 +34,7 @@ mod pre_fault_matrix;
 mod pre_fault_ra_marker;
 mod pre_fault_read_batch;
 mod pre_fault_readahead;
+mod pre_fault_reflink;
 mod pre_fault_reuse;
 mod pre_fault_seq;
 mod rust_lazy_mirror;
@@ -55,6 +56,7 @@ pub static ALL: &[Test] = &[
     pre_fault_matrix::TEST,
     pre_fault_reuse::TEST,
     pre_fault_evict::TEST,
+    pre_fault_reflink::TEST,
     pre_fault_readahead::TEST,
     pre_fault_seq::TEST,
     pre_fault_freeze::TEST,
