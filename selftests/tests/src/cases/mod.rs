@@ -25,7 +25,6 @@ mod pre_fault_basic;
 mod pre_fault_concurrency;
 mod pre_fault_dax;
 mod pre_fault_deny;
-mod pre_fault_evict;
 mod pre_fault_freeze;
 mod pre_fault_invariant;
 mod pre_fault_leave;
@@ -55,7 +54,6 @@ pub static ALL: &[Test] = &[
     pre_fault_deny::TEST,
     pre_fault_matrix::TEST,
     pre_fault_reuse::TEST,
-    pre_fault_evict::TEST,
     pre_fault_reflink::TEST,
     pre_fault_readahead::TEST,
     pre_fault_seq::TEST,
