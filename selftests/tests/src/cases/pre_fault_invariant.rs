@@ -77,11 +77,14 @@ fn run_case(ctx: &Ctx, i: u32) {
     f(ctx);
 }
 
-/// Mount a fresh `fs` under the scratch directory and run `f` on it.
+/// Mount a fresh `fs` under the scratch directory and run `f` on it.  Each
+/// case runs in a process of its own and may end early (TCONF, TBROK)
+/// without unmounting: the image and mount point are named by process.
 fn on_fs(ctx: &Ctx, fs: Fs, f: impl FnOnce(&Path, &str)) {
-    let dir = ctx.mnt.join(fs.name());
+    let scratch = ctx.mnt.join(format!("case-{}", std::process::id()));
+    let dir = scratch.join(fs.name());
     let mounted = fs
-        .mount(&ctx.mnt, &dir)
+        .mount(&scratch, &dir)
         .or_brok(&format!("{} setup", fs.name()));
     f(&dir, fs.name());
     drop(mounted);

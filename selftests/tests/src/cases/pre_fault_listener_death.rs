@@ -63,6 +63,9 @@ fn wait_for(pid: Pid, timeout: Duration) -> WaitStatus {
 /// A listener process that marks `path`, reads events and never answers
 /// them; it writes one byte to the returned pipe per event it holds.
 fn holding_listener(path: &Path) -> (Pid, OwnedFd) {
+    // The feature probe in this process: a kernel without FAN_PRE_FAULT
+    // is a TCONF here, not a listener that dies before it marks.
+    drop(lazy_group(path, FAN_MARK_INODE));
     let (count_r, count_w) = pipe().or_brok("pipe");
     let (ready_r, ready_w) = pipe().or_brok("pipe");
     // SAFETY: the child only uses the fanotify group and the pipes, then

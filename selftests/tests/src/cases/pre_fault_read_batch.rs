@@ -105,9 +105,11 @@ fn run(ctx: &Ctx) {
     let large = pages_in_large_folios(&m, pages);
     tinfo!("{cached} of {pages} pages cached, {large} of them in large folios");
     match ctx.fs {
+        // v1 read such files one minimum-size folio at a time: none.  How
+        // many are large depends on free high-order memory in the guest.
         Some(Fs::Ext4 | Fs::Xfs) => tcheck!(
-            large * 2 >= pages,
-            "most of the read file is in large folios ({large} of {pages} pages)"
+            large > 0,
+            "read() read large folios ({large} of {pages} pages)"
         ),
         _ => tinfo!("large folios are not required on this filesystem"),
     }
