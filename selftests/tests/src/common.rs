@@ -425,3 +425,35 @@ pub fn default_sigbus() {
     }
     .or_brok("signal(SIGBUS, SIG_DFL)");
 }
+
+/// Pages of `[off, off + len)` of `f` in the page cache (cachestat(2), which
+/// neither maps nor reads the file); TBROK if cachestat fails.
+pub fn cached(f: &std::fs::File, off: u64, len: u64) -> u64 {
+    if len == 0 {
+        return 0;
+    }
+    hsm::cache::cached_pages(f, off, len).or_brok("cachestat")
+}
+
+/// Pages of `[0, size)` of `f` in the page cache outside the union of
+/// `ranges` (byte ranges, e.g. the ranges events announced).
+pub fn cached_outside(f: &std::fs::File, ranges: &[Range], size: u64) -> u64 {
+    let mut rs = ranges.to_vec();
+    rs.sort_by_key(|r| r.offset);
+    let (mut pos, mut n) = (0, 0);
+    for r in rs {
+        if r.offset > pos {
+            n += cached(f, pos, (r.offset - pos).min(size.saturating_sub(pos)));
+        }
+        pos = pos.max(r.offset + r.count);
+    }
+    n + cached(f, pos, size.saturating_sub(pos))
+}
+
+/// How many of the `seen` events are FAN_PRE_FAULT with a range covering
+/// the byte at `off`.
+pub fn fault_events_covering(seen: &[Seen], off: u64) -> usize {
+    seen.iter()
+        .filter(|s| s.mask == FAN_PRE_FAULT && s.range.is_some_and(|r| covers(&r, off)))
+        .count()
+}

@@ -95,27 +95,6 @@ fn ranges(seen: &[Seen]) -> Vec<Range> {
     seen.iter().filter_map(|s| s.range).collect()
 }
 
-/// Pages of `[0, size)` of `f` in the page cache outside the union of
-/// `ranges` (byte ranges).
-fn cached_outside(f: &File, ranges: &[Range], size: u64) -> u64 {
-    let cached = |off: u64, len: u64| -> u64 {
-        if len == 0 {
-            return 0;
-        }
-        hsm::cache::cached_pages(f, off, len).or_brok("cachestat")
-    };
-    let mut rs = ranges.to_vec();
-    rs.sort_by_key(|r| r.offset);
-    let (mut pos, mut n) = (0, 0);
-    for r in rs {
-        if r.offset > pos {
-            n += cached(pos, (r.offset - pos).min(size.saturating_sub(pos)));
-        }
-        pos = pos.max(r.offset + r.count);
-    }
-    n + cached(pos, size.saturating_sub(pos))
-}
-
 /// Check that nothing outside `ranges` is cached: the invariant itself.
 fn check_cached(fs: &str, when: &str, f: &File, ranges: &[Range], size: u64) {
     let n = cached_outside(f, ranges, size);
@@ -140,9 +119,7 @@ fn check_fault(fs: &str, f: &File, pages: u64, page: u64, listener: &Listener) {
             pattern_byte(page * ps + i as u64)
         ),
     }
-    let covered = listener.seen()[before..]
-        .iter()
-        .any(|s| s.mask == FAN_PRE_FAULT && s.range.is_some_and(|r| covers(&r, page * ps)));
+    let covered = fault_events_covering(&listener.seen()[before..], page * ps) > 0;
     tcheck!(covered, "{fs}: a FAN_PRE_FAULT event covered page {page}");
 }
 

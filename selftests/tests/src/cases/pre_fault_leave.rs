@@ -121,10 +121,7 @@ fn run_case(ctx: &Ctx, i: u32) {
             .or_brok("mmap the other file");
         let before = listener.seen().len();
         let d = om.read_page(7);
-        let faults = listener.seen()[before..]
-            .iter()
-            .filter(|s| s.mask == FAN_PRE_FAULT && s.range.is_some_and(|r| covers(&r, 7 * ps)))
-            .count();
+        let faults = fault_events_covering(&listener.seen()[before..], 7 * ps);
         tcheck!(
             faults == 1 && pattern_mismatch(7 * ps, &d).is_none(),
             "another lazy file of the filesystem still gets its FAN_PRE_FAULT ({faults}) and its bytes"

@@ -221,11 +221,7 @@ fn run(ctx: &Ctx) {
     let seen = listener.stop();
     let uncovered: Vec<u64> = (0..THREADS)
         .map(|t| t * STRIDE)
-        .filter(|&p| {
-            !seen
-                .iter()
-                .any(|s| s.mask == FAN_PRE_FAULT && s.range.is_some_and(|r| covers(&r, p * ps)))
-        })
+        .filter(|&p| fault_events_covering(&seen, p * ps) == 0)
         .collect();
     tcheck!(
         uncovered.is_empty(),

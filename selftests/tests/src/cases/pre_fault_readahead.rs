@@ -36,32 +36,6 @@ pub const TEST: Test = Test {
 
 const SIZE: u64 = 64 << 20;
 
-/// Pages of [off, off+len) in the page cache.
-fn cached(f: &std::fs::File, off: u64, len: u64) -> u64 {
-    if len == 0 {
-        return 0;
-    }
-    match hsm::cache::cached_pages(f, off, len) {
-        Ok(n) => n,
-        Err(e) => ltp::tbrok!("cachestat: {e}"),
-    }
-}
-
-/// Pages cached outside the union of `ranges`.
-fn cached_outside(f: &std::fs::File, ranges: &[Range]) -> u64 {
-    let mut rs: Vec<Range> = ranges.to_vec();
-    rs.sort_by_key(|r| r.offset);
-    let mut pos = 0;
-    let mut n = 0;
-    for r in rs {
-        if r.offset > pos {
-            n += cached(f, pos, r.offset - pos);
-        }
-        pos = pos.max(r.offset + r.count);
-    }
-    n + cached(f, pos, SIZE.saturating_sub(pos))
-}
-
 fn run(ctx: &Ctx) {
     let LazyStub {
         map: m,
@@ -102,7 +76,7 @@ fn run(ctx: &Ctx) {
         step();
         std::thread::sleep(std::time::Duration::from_millis(200));
         let ranges: Vec<Range> = l.seen().iter().filter_map(|s| s.range).collect();
-        let outside = cached_outside(&f, &ranges);
+        let outside = cached_outside(&f, &ranges, SIZE);
         let total = cached(&f, 0, SIZE);
         tinfo!("{what}: {} events, {total} pages cached", ranges.len());
         if outside == 0 && total > 0 {
