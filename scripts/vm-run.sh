@@ -58,17 +58,38 @@ kvm_usable || accel=(--disable-kvm)
 cmd=$(printf '%q ' "$@")
 marker="FPC-GUEST-EXIT"
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+console=$(mktemp)
+trap 'rm -f "$log" "$console"' EXIT
+# The kernel console (vng --verbose sends it to vng's stderr) goes to a file
+# of its own, at loglevel 5 (warnings and worse; an oops or panic prints in
+# full whatever the level): without it a kernel that dies takes its last
+# words with it.  The guest command's stderr is sent to its stdout, so vng's
+# stderr holds the console and vng's own messages only.  The console is
+# printed when the guest did not report an exit status.
 # Pipe through cat: vng garbles output written straight to a file.
 boot() {
 	set +e
-	timeout --kill-after=30 "$vm_timeout" "${vng_base[@]}" "${accel[@]}" --exec "cd / && $cmd; echo $marker=\$?" </dev/null 2>&1 | cat | tee "$log" | grep --line-buffered -v "^$marker="
+	timeout --kill-after=30 "$vm_timeout" "${vng_base[@]}" "${accel[@]}" --verbose --append loglevel=5 \
+		--exec "cd / && { $cmd; } 2>&1; echo $marker=\$?" </dev/null 2>"$console" |
+		cat | tee "$log" | grep --line-buffered -v "^$marker="
 	vng_rc=${PIPESTATUS[0]}
 	if [ "$vng_rc" = 124 ] || [ "$vng_rc" = 137 ]; then
+		show_console
 		echo "vm-run.sh: error: the VM ran longer than $vm_timeout s and was killed (a hung kernel?)" >&2
 		exit 124
 	fi
 	set -e
+}
+# The console from the kernel's own start (the decompressor's lines before it
+# are noise; if the kernel never started, vng's messages are all there is),
+# at most its last 300 lines.
+show_console() {
+	echo "vm-run.sh: vng's stderr and the guest kernel's console (loglevel 5; last 300 lines):" >&2
+	if grep -q 'Linux version' "$console"; then
+		sed -n '/Linux version/,$p' "$console"
+	else
+		cat "$console"
+	fi | tail -n 300 >&2
 }
 boot
 # A boot that printed nothing at all ran nothing: try once more (seen once,
@@ -79,5 +100,8 @@ if [ ! -s "$log" ]; then
 	boot
 fi
 rc=$(sed -n "s/^$marker=\([0-9]*\).*/\1/p" "$log" | tail -n1)
-[ -n "$rc" ] || die "the guest did not report an exit status (vng exited with $vng_rc; boot failure or crash; see output above)"
+if [ -z "$rc" ]; then
+	show_console
+	die "the guest did not report an exit status (vng exited with $vng_rc; boot failure or crash; see the console above)"
+fi
 exit "$rc"
