@@ -190,9 +190,12 @@ impl<'a> VmFault<'a> {
     ///   read. If `file` uses the page cache, the answered range is in it, so
     ///   [`File::read_page_cache`] finds it without I/O.
     /// - [`PreContent::Done`] consumes the token: return its value from the handler. After
-    ///   the lock was released it is a retry ([`VmFaultReturn::is_retry`]); if a listener
-    ///   denied the access, or the fault may not release the lock, it is
-    ///   [`VmFaultReturn::SIGBUS`].
+    ///   the lock was released it is a retry ([`VmFaultReturn::is_retry`]). It is
+    ///   [`VmFaultReturn::SIGBUS`] if `start` is at or past the end of `file` (pages past the
+    ///   end are not announced), if a listener denied the access, if the fault may not
+    ///   release the lock, or if it happens inside a read or write of a regular file (the
+    ///   read or write faults its buffer in afterwards, holding no filesystem lock, and
+    ///   goes on).
     ///
     /// [`File::read_page_cache`]: crate::fs::LocalFile::read_page_cache
     #[inline]

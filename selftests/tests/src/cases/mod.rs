@@ -2,6 +2,7 @@
 
 use ltp::Test;
 
+mod freeze_util;
 mod hsm_complete;
 mod hsm_populate;
 mod hsm_restart;
@@ -26,6 +27,7 @@ mod pre_fault_concurrency;
 mod pre_fault_dax;
 mod pre_fault_deny;
 mod pre_fault_freeze;
+mod pre_fault_freeze_cross;
 mod pre_fault_invariant;
 mod pre_fault_leave;
 mod pre_fault_listener_death;
@@ -35,6 +37,7 @@ mod pre_fault_read_batch;
 mod pre_fault_readahead;
 mod pre_fault_reflink;
 mod pre_fault_reuse;
+mod pre_fault_same_file;
 mod pre_fault_seq;
 mod rust_lazy_mirror;
 
@@ -53,11 +56,13 @@ pub static ALL: &[Test] = &[
     pre_fault_ra_marker::TEST,
     pre_fault_deny::TEST,
     pre_fault_matrix::TEST,
+    pre_fault_same_file::TEST,
     pre_fault_reuse::TEST,
     pre_fault_reflink::TEST,
     pre_fault_readahead::TEST,
     pre_fault_seq::TEST,
     pre_fault_freeze::TEST,
+    pre_fault_freeze_cross::TEST,
     pre_fault_listener_death::TEST,
     pre_fault_concurrency::TEST,
     pre_fault_dax::TEST,

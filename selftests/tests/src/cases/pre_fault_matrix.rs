@@ -10,14 +10,8 @@
 //! lock).  FAULT_FLAG_RETRY_NOWAIT has no userspace trigger here; its
 //! behaviour is covered by review.
 //!
-//! Same-file rows: write(2), read(2), an O_DIRECT read, an io_submit(2)
-//! O_DIRECT read and an io_uring read of the lazy file itself with the
-//! buffer in an unfilled page of its own mapping run while the filesystem
-//! may hold the inode's i_rwsem, which the listener's fill needs; they fail
-//! with EFAULT and no FAN_PRE_FAULT (patch "fs: fail faults on a lazy
-//! mapping of the file being read or written"; before it the write and the
-//! O_DIRECT reads hung until killed, which the test timeout reports).  A
-//! write from a page that was touched first works.
+//! Reads and writes of the lazy file itself with the buffer in its own
+//! mapping are in pre_fault_same_file.
 //!
 //! Guards the cover letter's fault-path matrix, row by row.
 
@@ -35,13 +29,7 @@ pub const TEST: Test = Test {
     doc: "fault-path matrix: each access path to a lazy mapping gets its documented outcome",
     needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS"],
     filesystems: &[Fs::Ext4, Fs::Xfs],
-    tags: &[
-        ("cover-letter", "Fault-path matrix"),
-        (
-            "cover-letter",
-            "Design: same-file reads and writes fail with EFAULT (patch 8)",
-        ),
-    ],
+    tags: &[("cover-letter", "Fault-path matrix")],
     // Each row is a case (fpc-tests pre_fault_matrix:N runs row N alone): a
     // row that hangs or breaks ends only itself, with this timeout.
     timeout: std::time::Duration::from_secs(60),
@@ -64,7 +52,6 @@ type Row = (&'static str, Want, fn(&Setup) -> Result<Vec<u8>, i32>);
 
 struct Setup {
     file: std::fs::File,
-    path: std::path::PathBuf,
     page: u64,
     src: std::path::PathBuf,
     dio_src: std::path::PathBuf,
@@ -175,171 +162,12 @@ fn odirect_into_mapping(s: &Setup) -> Result<Vec<u8>, i32> {
     Ok(m.read_page(s.page))
 }
 
-/// A page of the file away from the mapped page, as the other end of the
-/// same-file rows.
-const OTHER_PAGE: u64 = 40;
-
 fn ret_of(n: isize) -> Result<(), i32> {
     if n < 0 {
         Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(-1))
     } else {
         Ok(())
     }
-}
-
-/// pwrite(2) of mapped page `s.page` to `OTHER_PAGE` of the same file; the
-/// data is what the file then holds there (the pattern of page `s.page`).
-fn write_same_file(s: &Setup, m: &Map) -> Result<Vec<u8>, i32> {
-    // SAFETY: one page of our own mapping as the source buffer.
-    let n = unsafe {
-        libc::pwrite(
-            s.file.as_raw_fd(),
-            m.addr(s.page).cast(),
-            page_size() as usize,
-            (OTHER_PAGE * page_size()) as i64,
-        )
-    };
-    ret_of(n)?;
-    // Through the mapping: the written page is in the page cache, so this
-    // sends no event (a read(2) would, and the listener would refill it).
-    Ok(m.read_page(OTHER_PAGE))
-}
-
-fn write_same_file_unfilled(s: &Setup) -> Result<Vec<u8>, i32> {
-    write_same_file(s, &map(s, ProtFlags::PROT_READ, MapFlags::MAP_SHARED))
-}
-
-fn write_same_file_touched(s: &Setup) -> Result<Vec<u8>, i32> {
-    let m = map(s, ProtFlags::PROT_READ, MapFlags::MAP_SHARED);
-    let _ = m.read_page(s.page);
-    write_same_file(s, &m)
-}
-
-/// A private writable mapping of the stub and another fd of it, opened
-/// with `flags`, for the same-file reads.
-fn same_file_setup(s: &Setup, flags: i32) -> (Map, std::fs::File) {
-    let m = map(
-        s,
-        ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-        MapFlags::MAP_PRIVATE,
-    );
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(flags)
-        .open(&s.path)
-        .or_brok("open the stub again");
-    (m, f)
-}
-
-/// read(2) of `OTHER_PAGE` of the file (an fd with `flags`) into page
-/// `s.page` of a private writable mapping of the same file.
-fn read_same_file(s: &Setup, flags: i32) -> Result<Vec<u8>, i32> {
-    let (m, f) = same_file_setup(s, flags);
-    // SAFETY: page-aligned, page-sized buffer inside our writable mapping.
-    let n = unsafe {
-        libc::pread(
-            f.as_raw_fd(),
-            m.addr(s.page).cast(),
-            page_size() as usize,
-            (OTHER_PAGE * page_size()) as i64,
-        )
-    };
-    ret_of(n)?;
-    Ok(m.read_page(s.page))
-}
-
-fn read_same_file_buffered(s: &Setup) -> Result<Vec<u8>, i32> {
-    read_same_file(s, 0)
-}
-
-fn read_same_file_direct(s: &Setup) -> Result<Vec<u8>, i32> {
-    read_same_file(s, libc::O_DIRECT)
-}
-
-/// struct io_event of <linux/aio_abi.h> (libc has no binding for it).
-#[repr(C)]
-#[derive(Default)]
-struct IoEvent {
-    data: u64,
-    obj: u64,
-    res: i64,
-    res2: i64,
-}
-
-/// io_submit(2) of an O_DIRECT IOCB_CMD_PREAD of `OTHER_PAGE` into mapped
-/// page `s.page`; the completion's result is the outcome.
-fn aio_read_same_file(s: &Setup) -> Result<Vec<u8>, i32> {
-    let (m, f) = same_file_setup(s, libc::O_DIRECT);
-    let mut ctx: libc::c_ulong = 0;
-    // SAFETY: io_setup(2) writes the context id into `ctx`.
-    let r = unsafe { libc::syscall(libc::SYS_io_setup, 1, &mut ctx as *mut libc::c_ulong) };
-    if r != 0 {
-        ltp::tbrok!("io_setup: {}", std::io::Error::last_os_error());
-    }
-    // SAFETY: iocb is plain data; all-zero is a valid (empty) request.
-    let mut cb: libc::iocb = unsafe { std::mem::zeroed() };
-    cb.aio_lio_opcode = 0; // IOCB_CMD_PREAD
-    cb.aio_fildes = f.as_raw_fd() as u32;
-    cb.aio_buf = m.addr(s.page) as u64;
-    cb.aio_nbytes = page_size();
-    cb.aio_offset = (OTHER_PAGE * page_size()) as i64;
-    let mut cbs = [&mut cb as *mut libc::iocb];
-    // SAFETY: one valid iocb whose buffer is a page of our writable mapping,
-    // which outlives the request (we wait for its completion below).
-    let n = unsafe { libc::syscall(libc::SYS_io_submit, ctx, 1, cbs.as_mut_ptr()) };
-    let res = if n != 1 {
-        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(-1))
-    } else {
-        let mut ev = IoEvent::default();
-        // SAFETY: room for one event; no timeout (the test timeout bounds it).
-        let got = unsafe {
-            libc::syscall(
-                libc::SYS_io_getevents,
-                ctx,
-                1,
-                1,
-                &mut ev as *mut IoEvent,
-                std::ptr::null_mut::<libc::timespec>(),
-            )
-        };
-        if got != 1 {
-            ltp::tbrok!("io_getevents: {}", std::io::Error::last_os_error());
-        }
-        if ev.res < 0 {
-            Err(-ev.res as i32)
-        } else {
-            Ok(())
-        }
-    };
-    // SAFETY: the context has no request in flight.
-    unsafe { libc::syscall(libc::SYS_io_destroy, ctx) };
-    res?;
-    Ok(m.read_page(s.page))
-}
-
-/// io_uring IORING_OP_READ (O_DIRECT) of `OTHER_PAGE` into mapped page
-/// `s.page`; the completion's result is the outcome.
-fn uring_read_same_file(s: &Setup) -> Result<Vec<u8>, i32> {
-    use io_uring::{opcode, types, IoUring};
-    let (m, f) = same_file_setup(s, libc::O_DIRECT);
-    let mut ring = match IoUring::new(2) {
-        Ok(r) => r,
-        Err(e) => ltp::tbrok!("io_uring_setup: {e}"),
-    };
-    let sqe = opcode::Read::new(types::Fd(f.as_raw_fd()), m.addr(s.page), page_size() as u32)
-        .offset(OTHER_PAGE * page_size())
-        .build();
-    // SAFETY: the buffer is a page of our writable mapping, and both it and
-    // the fd outlive the request: we wait for its completion below.
-    unsafe { ring.submission().push(&sqe).or_brok("push the SQE") };
-    ring.submit_and_wait(1).or_brok("io_uring_enter");
-    let Some(cqe) = ring.completion().next() else {
-        ltp::tbrok!("io_uring: no completion")
-    };
-    if cqe.result() < 0 {
-        return Err(-cqe.result());
-    }
-    Ok(m.read_page(s.page))
 }
 
 /// Read the page of a child's mapping from outside, with `how`.
@@ -506,36 +334,6 @@ const ROWS: &[Row] = &[
         Want::Filled,
         second_thread_fault,
     ),
-    (
-        "write(2) to the same file from an unfilled page of its mapping",
-        Want::Errno(libc::EFAULT),
-        write_same_file_unfilled,
-    ),
-    (
-        "read(2) of the same file into its private mapping",
-        Want::Errno(libc::EFAULT),
-        read_same_file_buffered,
-    ),
-    (
-        "O_DIRECT read of the same file into its private mapping",
-        Want::Errno(libc::EFAULT),
-        read_same_file_direct,
-    ),
-    (
-        "io_submit(2) O_DIRECT read of the same file into its private mapping",
-        Want::Errno(libc::EFAULT),
-        aio_read_same_file,
-    ),
-    (
-        "io_uring read of the same file into its private mapping",
-        Want::Errno(libc::EFAULT),
-        uring_read_same_file,
-    ),
-    (
-        "write(2) to the same file from a touched page of its mapping",
-        Want::Filled,
-        write_same_file_touched,
-    ),
 ];
 
 /// The source file of the rows that copy from another file.
@@ -557,7 +355,6 @@ fn run_case(ctx: &Ctx, i: u32) {
         .or_brok("open");
     let s = Setup {
         file,
-        path: path.clone(),
         page: PAGE_IDX,
         src: src.clone(),
         dio_src: src,

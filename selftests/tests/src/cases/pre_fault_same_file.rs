@@ -1,0 +1,409 @@
+//! pre_fault_same_file: a read or write of a lazy (FAN_PRE_FAULT) file whose
+//! user buffer is an unfilled range of a mapping of that same file completes
+//! with the right bytes: write(2) and pwritev(2) from the mapping, read(2)
+//! (buffered and O_DIRECT) into it, io_submit(2) and io_uring reads into it,
+//! an io_uring write from it, and a write of eight pages of which every other
+//! one is unfilled (the call completes in several rounds).  The filesystem
+//! may hold the inode's i_rwsem while it copies, which the listener's fill of
+//! the same file needs: the series refuses the fault inside ->read_iter() or
+//! ->write_iter(), faults the buffer in with the locks dropped (that sends
+//! the FAN_PRE_FAULT) and retries (cover letter: "Design: reads and writes
+//! fault lazy buffers in outside their locks"; review K2, Linus's objection 2
+//! in the revert).  v1 failed every row but the last with EFAULT; the base
+//! kernel has no FAN_PRE_FAULT (TCONF).
+//!
+//! Each row checks the call's full count, the bytes that arrived, and that a
+//! FAN_PRE_FAULT event covered the buffer's page (it was filled by the
+//! listener, not read unfilled).
+
+use crate::common::*;
+use fanotify::consts::*;
+use ltp::res::OrBrok;
+use ltp::{tfail, tinfo, tpass, Ctx, Fs, Test};
+use nix::sys::mman::{MapFlags, ProtFlags};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+
+pub const TEST: Test = Test {
+    name: "pre_fault_same_file",
+    doc: "read/write of a lazy file with the buffer in its own unfilled mapping completes with the right bytes",
+    needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS", "CONFIG_IO_URING"],
+    filesystems: &[Fs::Ext4, Fs::Xfs, Fs::Btrfs],
+    tags: &[
+        (
+            "cover-letter",
+            "Design: reads and writes fault lazy buffers in outside their locks",
+        ),
+        ("cover-letter", "Fault-path matrix"),
+    ],
+    timeout: std::time::Duration::from_secs(60),
+    tcnt: ROWS.len() as u32,
+    run_case: Some(run_case),
+    ..Test::DEFAULT
+};
+
+const PAGES: u64 = 64;
+/// The page of the mapping used as the buffer.
+const BUF_PAGE: u64 = 21;
+/// The page of the file at the other end of the call.
+const OTHER_PAGE: u64 = 40;
+
+struct Setup {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+}
+
+/// What a row did: the bytes that arrived (read back where the call put
+/// them) and the file offset whose pattern they must be.
+struct Outcome {
+    got: Vec<u8>,
+    want_off: u64,
+    /// The buffer's first page, which a FAN_PRE_FAULT must have covered.
+    buf_page: u64,
+}
+
+type Row = (&'static str, fn(&Setup) -> Result<Outcome, String>);
+
+fn map(s: &Setup, prot: ProtFlags, flags: MapFlags) -> Map {
+    Map::new(&s.file, 0, PAGES, prot, flags).or_brok("mmap the stub")
+}
+
+fn reopen(s: &Setup, flags: i32) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(flags)
+        .open(&s.path)
+        .or_brok("open the stub again")
+}
+
+/// A syscall's return value as a byte count, or its errno as an error.
+fn count_of(n: isize, what: &str, want: usize) -> Result<(), String> {
+    if n < 0 {
+        return Err(format!("{what}: {}", std::io::Error::last_os_error()));
+    }
+    if n as usize != want {
+        return Err(format!("{what}: {n} bytes, not {want}"));
+    }
+    Ok(())
+}
+
+/// pwrite(2) of `n` pages of the mapping from BUF_PAGE to OTHER_PAGE of the
+/// same file; the result is read back through the mapping (cached, so no
+/// event: a read(2) would make the listener refill it).
+fn write_from(s: &Setup, m: &Map, n: u64) -> Result<Outcome, String> {
+    let len = (n * page_size()) as usize;
+    // SAFETY: `n` pages of our own mapping as the source buffer.
+    let r = unsafe {
+        libc::pwrite(
+            s.file.as_raw_fd(),
+            m.addr(BUF_PAGE).cast(),
+            len,
+            (OTHER_PAGE * page_size()) as i64,
+        )
+    };
+    count_of(r, "pwrite", len)?;
+    let mut got = Vec::new();
+    for p in 0..n {
+        got.extend(m.read_page(OTHER_PAGE + p));
+    }
+    Ok(Outcome {
+        got,
+        want_off: BUF_PAGE * page_size(),
+        buf_page: BUF_PAGE,
+    })
+}
+
+fn write_shared(s: &Setup) -> Result<Outcome, String> {
+    write_from(s, &map(s, ProtFlags::PROT_READ, MapFlags::MAP_SHARED), 1)
+}
+
+/// Eight pages, the odd ones filled first (MADV_RANDOM: one page per
+/// event): the write is refused on the first page, faults the rest in and
+/// goes on.
+fn write_partly_filled(s: &Setup) -> Result<Outcome, String> {
+    let m = map(s, ProtFlags::PROT_READ, MapFlags::MAP_SHARED);
+    // SAFETY: advice on our own mapping.
+    let r = unsafe { libc::madvise(m.addr(0).cast(), m.len, libc::MADV_RANDOM) };
+    if r != 0 {
+        ltp::tbrok!("madvise(MADV_RANDOM): {}", std::io::Error::last_os_error());
+    }
+    for p in (1..8).step_by(2) {
+        m.touch(BUF_PAGE + p);
+    }
+    write_from(s, &m, 8)
+}
+
+/// pwritev(2) of two iovecs, each one unfilled page of a private mapping.
+fn writev_private(s: &Setup) -> Result<Outcome, String> {
+    let m = map(s, ProtFlags::PROT_READ, MapFlags::MAP_PRIVATE);
+    let iov = [
+        libc::iovec {
+            iov_base: m.addr(BUF_PAGE).cast(),
+            iov_len: page_size() as usize,
+        },
+        libc::iovec {
+            iov_base: m.addr(BUF_PAGE + 1).cast(),
+            iov_len: page_size() as usize,
+        },
+    ];
+    // SAFETY: two iovecs of our own mapping.
+    let r = unsafe {
+        libc::pwritev(
+            s.file.as_raw_fd(),
+            iov.as_ptr(),
+            2,
+            (OTHER_PAGE * page_size()) as i64,
+        )
+    };
+    count_of(r, "pwritev", 2 * page_size() as usize)?;
+    // Through a shared mapping: the private one still shows its own pages.
+    let shared = map(s, ProtFlags::PROT_READ, MapFlags::MAP_SHARED);
+    let mut got = shared.read_page(OTHER_PAGE);
+    got.extend(shared.read_page(OTHER_PAGE + 1));
+    Ok(Outcome {
+        got,
+        want_off: BUF_PAGE * page_size(),
+        buf_page: BUF_PAGE,
+    })
+}
+
+/// pread(2) of OTHER_PAGE through an fd opened with `flags` into BUF_PAGE
+/// of a writable mapping (`mflags`) of the same file.
+fn read_into(s: &Setup, flags: i32, mflags: MapFlags) -> Result<Outcome, String> {
+    let m = map(s, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, mflags);
+    let f = reopen(s, flags);
+    // SAFETY: one page of our own writable mapping as the destination.
+    let r = unsafe {
+        libc::pread(
+            f.as_raw_fd(),
+            m.addr(BUF_PAGE).cast(),
+            page_size() as usize,
+            (OTHER_PAGE * page_size()) as i64,
+        )
+    };
+    count_of(r, "pread", page_size() as usize)?;
+    Ok(Outcome {
+        got: m.read_page(BUF_PAGE),
+        want_off: OTHER_PAGE * page_size(),
+        buf_page: BUF_PAGE,
+    })
+}
+
+fn read_private(s: &Setup) -> Result<Outcome, String> {
+    read_into(s, 0, MapFlags::MAP_PRIVATE)
+}
+
+fn read_shared(s: &Setup) -> Result<Outcome, String> {
+    read_into(s, 0, MapFlags::MAP_SHARED)
+}
+
+fn read_direct(s: &Setup) -> Result<Outcome, String> {
+    read_into(s, libc::O_DIRECT, MapFlags::MAP_PRIVATE)
+}
+
+/// struct io_event of <linux/aio_abi.h> (libc has no binding for it).
+#[repr(C)]
+#[derive(Default)]
+struct IoEvent {
+    data: u64,
+    obj: u64,
+    res: i64,
+    res2: i64,
+}
+
+/// io_submit(2) of an IOCB_CMD_PREAD (fd opened with `flags`) of OTHER_PAGE
+/// into BUF_PAGE of a private mapping; the completion's result is the count.
+fn aio_read(s: &Setup, flags: i32) -> Result<Outcome, String> {
+    let m = map(
+        s,
+        ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+        MapFlags::MAP_PRIVATE,
+    );
+    let f = reopen(s, flags);
+    let mut ctx: libc::c_ulong = 0;
+    // SAFETY: io_setup(2) writes the context id into `ctx`.
+    let r = unsafe { libc::syscall(libc::SYS_io_setup, 1, &mut ctx as *mut libc::c_ulong) };
+    if r != 0 {
+        ltp::tbrok!("io_setup: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: iocb is plain data; all-zero is a valid (empty) request.
+    let mut cb: libc::iocb = unsafe { std::mem::zeroed() };
+    cb.aio_lio_opcode = 0; // IOCB_CMD_PREAD
+    cb.aio_fildes = f.as_raw_fd() as u32;
+    cb.aio_buf = m.addr(BUF_PAGE) as u64;
+    cb.aio_nbytes = page_size();
+    cb.aio_offset = (OTHER_PAGE * page_size()) as i64;
+    let mut cbs = [&mut cb as *mut libc::iocb];
+    // SAFETY: one valid iocb whose buffer is a page of our writable mapping,
+    // which outlives the request (we wait for its completion below).
+    let n = unsafe { libc::syscall(libc::SYS_io_submit, ctx, 1, cbs.as_mut_ptr()) };
+    let res = if n != 1 {
+        Err(format!("io_submit: {}", std::io::Error::last_os_error()))
+    } else {
+        let mut ev = IoEvent::default();
+        // SAFETY: room for one event; no timeout (the test timeout bounds it).
+        let got = unsafe {
+            libc::syscall(
+                libc::SYS_io_getevents,
+                ctx,
+                1,
+                1,
+                &mut ev as *mut IoEvent,
+                std::ptr::null_mut::<libc::timespec>(),
+            )
+        };
+        if got != 1 {
+            ltp::tbrok!("io_getevents: {}", std::io::Error::last_os_error());
+        }
+        if ev.res != page_size() as i64 {
+            Err(format!("io_submit completion: {}", ev.res))
+        } else {
+            Ok(())
+        }
+    };
+    // SAFETY: the context has no request in flight.
+    unsafe { libc::syscall(libc::SYS_io_destroy, ctx) };
+    res?;
+    Ok(Outcome {
+        got: m.read_page(BUF_PAGE),
+        want_off: OTHER_PAGE * page_size(),
+        buf_page: BUF_PAGE,
+    })
+}
+
+fn aio_read_buffered(s: &Setup) -> Result<Outcome, String> {
+    aio_read(s, 0)
+}
+
+fn aio_read_direct(s: &Setup) -> Result<Outcome, String> {
+    aio_read(s, libc::O_DIRECT)
+}
+
+/// One io_uring request on a fresh ring; its completion's result.
+fn uring_one(sqe: io_uring::squeue::Entry) -> i32 {
+    let mut ring = match io_uring::IoUring::new(2) {
+        Ok(r) => r,
+        Err(e) => ltp::tbrok!("io_uring_setup: {e}"),
+    };
+    // SAFETY: the caller's buffer and fd outlive the request: we wait for
+    // its completion here.
+    unsafe { ring.submission().push(&sqe).or_brok("push the SQE") };
+    ring.submit_and_wait(1).or_brok("io_uring_enter");
+    let Some(cqe) = ring.completion().next() else {
+        ltp::tbrok!("io_uring: no completion")
+    };
+    cqe.result()
+}
+
+/// io_uring IORING_OP_READ (fd opened with `flags`) of OTHER_PAGE into
+/// BUF_PAGE of a private mapping.
+fn uring_read(s: &Setup, flags: i32) -> Result<Outcome, String> {
+    use io_uring::{opcode, types};
+    let m = map(
+        s,
+        ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+        MapFlags::MAP_PRIVATE,
+    );
+    let f = reopen(s, flags);
+    let sqe = opcode::Read::new(
+        types::Fd(f.as_raw_fd()),
+        m.addr(BUF_PAGE),
+        page_size() as u32,
+    )
+    .offset(OTHER_PAGE * page_size())
+    .build();
+    let r = uring_one(sqe);
+    if r != page_size() as i32 {
+        return Err(format!("io_uring read: {r}"));
+    }
+    Ok(Outcome {
+        got: m.read_page(BUF_PAGE),
+        want_off: OTHER_PAGE * page_size(),
+        buf_page: BUF_PAGE,
+    })
+}
+
+fn uring_read_buffered(s: &Setup) -> Result<Outcome, String> {
+    uring_read(s, 0)
+}
+
+fn uring_read_direct(s: &Setup) -> Result<Outcome, String> {
+    uring_read(s, libc::O_DIRECT)
+}
+
+/// io_uring IORING_OP_WRITE of BUF_PAGE of a shared mapping to OTHER_PAGE.
+fn uring_write(s: &Setup) -> Result<Outcome, String> {
+    use io_uring::{opcode, types};
+    let m = map(s, ProtFlags::PROT_READ, MapFlags::MAP_SHARED);
+    let sqe = opcode::Write::new(
+        types::Fd(s.file.as_raw_fd()),
+        m.addr(BUF_PAGE),
+        page_size() as u32,
+    )
+    .offset(OTHER_PAGE * page_size())
+    .build();
+    let r = uring_one(sqe);
+    if r != page_size() as i32 {
+        return Err(format!("io_uring write: {r}"));
+    }
+    Ok(Outcome {
+        got: m.read_page(OTHER_PAGE),
+        want_off: BUF_PAGE * page_size(),
+        buf_page: BUF_PAGE,
+    })
+}
+
+const ROWS: &[Row] = &[
+    ("pwrite(2) from its MAP_SHARED mapping", write_shared),
+    (
+        "pwrite(2) of 8 pages from its mapping, every other one filled",
+        write_partly_filled,
+    ),
+    ("pwritev(2) from its MAP_PRIVATE mapping", writev_private),
+    ("pread(2) into its MAP_PRIVATE mapping", read_private),
+    ("pread(2) into its MAP_SHARED mapping", read_shared),
+    ("O_DIRECT pread(2) into its mapping", read_direct),
+    ("io_submit(2) read into its mapping", aio_read_buffered),
+    (
+        "io_submit(2) O_DIRECT read into its mapping",
+        aio_read_direct,
+    ),
+    ("io_uring read into its mapping", uring_read_buffered),
+    ("io_uring O_DIRECT read into its mapping", uring_read_direct),
+    ("io_uring write from its mapping", uring_write),
+];
+
+/// One row on a fresh stub with a filling listener.
+fn run_case(ctx: &Ctx, i: u32) {
+    let (what, f) = ROWS[i as usize];
+    let path = ctx.path(&format!("stub{i}"));
+    create_sparse_file(&path, PAGES * page_size());
+    let l = Listener::filling(lazy_group(&path, FAN_MARK_INODE));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .or_brok("open the stub");
+    let s = Setup { path, file };
+    let res = f(&s);
+    let seen = l.stop();
+    let faults = seen.iter().filter(|e| e.mask == FAN_PRE_FAULT).count();
+    tinfo!("{what}: {} events ({faults} FAN_PRE_FAULT)", seen.len());
+    match res {
+        Err(e) => tfail!("{what}: {e} ({faults} FAN_PRE_FAULT events)"),
+        Ok(o) => {
+            match pattern_mismatch(o.want_off, &o.got) {
+                None => tpass!("{what}: full count, the right bytes"),
+                Some(b) => tfail!("{what}: byte {b} of the result is wrong"),
+            }
+            let covering = fault_events_covering(&seen, o.buf_page * page_size());
+            if covering >= 1 {
+                tpass!("{what}: a FAN_PRE_FAULT covered the buffer's page");
+            } else {
+                log_seen(what, &seen);
+                tfail!("{what}: no FAN_PRE_FAULT covered the buffer's page");
+            }
+        }
+    }
+}
