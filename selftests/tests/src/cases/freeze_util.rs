@@ -181,6 +181,7 @@ pub fn run(r: &Race, iterations: usize) {
                 thaw(r.freeze_mnt);
             }
         }
+        let stop = blocked > 0;
         let deadline = Instant::now() + WRITER_WATCHDOG;
         while !writer.is_finished() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
@@ -206,6 +207,10 @@ pub fn run(r: &Race, iterations: usize) {
         drop(listener);
         let _ = std::fs::remove_file(&stub);
         let _ = std::fs::remove_file(&dest);
+        if stop {
+            tinfo!("stopping after the first blocked freeze: every further iteration would block the same way");
+            break;
+        }
     }
     if froze > 0 && hsm_waited == froze {
         tpass!("the HSM's write waited for the frozen filesystem in all {froze} frozen iterations");
@@ -217,7 +222,7 @@ pub fn run(r: &Race, iterations: usize) {
     } else {
         tfail!("the filesystem froze in {froze} of {iterations} iterations ({refused} refused, {blocked} blocked)");
     }
-    if bad == 0 && froze + refused + blocked == iterations {
+    if bad == 0 && blocked == 0 && froze + refused == iterations {
         tpass!("every write(2) from a lazy mapping completed with the filled bytes, no hang");
     } else if bad > 0 {
         tfail!("{bad} writes failed or wrote wrong bytes");
