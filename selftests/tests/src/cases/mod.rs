@@ -33,6 +33,7 @@ mod pre_fault_leave;
 mod pre_fault_listener_death;
 mod pre_fault_matrix;
 mod pre_fault_ra_marker;
+mod pre_fault_range;
 mod pre_fault_read_batch;
 mod pre_fault_readahead;
 mod pre_fault_reflink;
@@ -54,6 +55,7 @@ pub static ALL: &[Test] = &[
     pre_fault_leave::TEST,
     pre_fault_read_batch::TEST,
     pre_fault_ra_marker::TEST,
+    pre_fault_range::TEST,
     pre_fault_deny::TEST,
     pre_fault_matrix::TEST,
     pre_fault_same_file::TEST,
