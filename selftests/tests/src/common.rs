@@ -7,7 +7,7 @@ use ltp::res::OrBrok;
 use ltp::{tconf, tinfo};
 use nix::errno::Errno;
 use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -456,4 +456,96 @@ pub fn fault_events_covering(seen: &[Seen], off: u64) -> usize {
     seen.iter()
         .filter(|s| s.mask == FAN_PRE_FAULT && s.range.is_some_and(|r| covers(&r, off)))
         .count()
+}
+
+/// struct io_event of <linux/aio_abi.h> (libc has no binding for it).
+#[repr(C)]
+#[derive(Default)]
+struct IoEvent {
+    data: u64,
+    obj: u64,
+    res: i64,
+    res2: i64,
+}
+
+/// io_submit(2) of one IOCB_CMD_PREAD of `len` bytes at offset `off` of `fd`
+/// into `m` from its page `page`, on a context of its own, waited for: the
+/// completion's result (a count or a negative errno), or what io_submit said
+/// as `"io_submit: {error}"`.  TBROK if io_setup or io_getevents fails.
+pub fn aio_pread(fd: RawFd, m: &Map, page: u64, len: usize, off: u64) -> Result<i64, String> {
+    assert!(page * page_size() + len as u64 <= m.len as u64);
+    let mut ctx: libc::c_ulong = 0;
+    // SAFETY: io_setup(2) writes the context id into `ctx`.
+    let r = unsafe { libc::syscall(libc::SYS_io_setup, 1, &mut ctx as *mut libc::c_ulong) };
+    if r != 0 {
+        ltp::tbrok!("io_setup: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: iocb is plain data; all-zero is a valid (empty) request.
+    let mut cb: libc::iocb = unsafe { std::mem::zeroed() };
+    cb.aio_lio_opcode = 0; // IOCB_CMD_PREAD
+    cb.aio_fildes = fd as u32;
+    cb.aio_buf = m.addr(page) as u64;
+    cb.aio_nbytes = len as u64;
+    cb.aio_offset = off as i64;
+    let mut cbs = [&mut cb as *mut libc::iocb];
+    // SAFETY: one valid iocb whose buffer lies inside the mapping `m`, which
+    // outlives the request (we wait for its completion below).
+    let n = unsafe { libc::syscall(libc::SYS_io_submit, ctx, 1, cbs.as_mut_ptr()) };
+    let res = if n != 1 {
+        Err(format!("io_submit: {}", std::io::Error::last_os_error()))
+    } else {
+        let mut ev = IoEvent::default();
+        // SAFETY: room for one event; no timeout (the test timeout bounds it).
+        let got = unsafe {
+            libc::syscall(
+                libc::SYS_io_getevents,
+                ctx,
+                1,
+                1,
+                &mut ev as *mut IoEvent,
+                std::ptr::null_mut::<libc::timespec>(),
+            )
+        };
+        if got != 1 {
+            ltp::tbrok!("io_getevents: {}", std::io::Error::last_os_error());
+        }
+        Ok(ev.res)
+    };
+    // SAFETY: the context has no request in flight.
+    unsafe { libc::syscall(libc::SYS_io_destroy, ctx) };
+    res
+}
+
+/// One io_uring request on a fresh ring; its completion's result.
+///
+/// # Safety
+///
+/// The buffers and descriptors `sqe` names must stay valid until the
+/// request completes, which this waits for.
+pub unsafe fn uring_one(sqe: io_uring::squeue::Entry) -> i32 {
+    let mut ring = match io_uring::IoUring::new(2) {
+        Ok(r) => r,
+        Err(e) => ltp::tbrok!("io_uring_setup: {e}"),
+    };
+    // SAFETY: the caller's buffer and fd outlive the request: we wait for
+    // its completion here.
+    unsafe { ring.submission().push(&sqe).or_brok("push the SQE") };
+    ring.submit_and_wait(1).or_brok("io_uring_enter");
+    let Some(cqe) = ring.completion().next() else {
+        ltp::tbrok!("io_uring: no completion")
+    };
+    cqe.result()
+}
+
+/// io_uring IORING_OP_READ of `len` bytes at offset `off` of `fd` into `m`
+/// from its page `page`: the completion's result.
+pub fn uring_pread(fd: RawFd, m: &Map, page: u64, len: u32, off: u64) -> i32 {
+    use io_uring::{opcode, types};
+    assert!(page * page_size() + u64::from(len) <= m.len as u64);
+    let sqe = opcode::Read::new(types::Fd(fd), m.addr(page), len)
+        .offset(off)
+        .build();
+    // SAFETY: the buffer lies inside the mapping `m`, which the caller holds
+    // (and `fd` open) until uring_one() returns with the completion.
+    unsafe { uring_one(sqe) }
 }

@@ -1,35 +1,73 @@
 //! pre_fault_matrix: every way a page of a lazy (FAN_PRE_FAULT) mapping can
 //! be faulted in, with an HSM listener that fills and allows, and the
 //! documented outcome of each: content correct with exactly one
-//! FAN_PRE_FAULT (or the documented errno where a fault cannot wait), never
-//! a hang.  Rows: user read fault (MAP_SHARED, MAP_PRIVATE), write fault
-//! (MAP_SHARED, MAP_PRIVATE/COW), write(2) from the mapping, read(2) into a
-//! private mapping, MADV_POPULATE_READ, O_DIRECT read into the mapping,
-//! process_vm_readv, /proc/pid/mem and ptrace(PEEKDATA) (cannot retry: EIO,
-//! no event), fork then child fault, a fault from a second thread (per-VMA
-//! lock).  FAULT_FLAG_RETRY_NOWAIT has no userspace trigger here; its
-//! behaviour is covered by review.
+//! FAN_PRE_FAULT covering the page (or the documented errno where a fault
+//! cannot wait), never a hang.  Rows (case numbers):
 //!
+//! - 0, 1: user read fault, MAP_SHARED and MAP_PRIVATE.
+//! - 2, 3: "write fault", MAP_SHARED and MAP_PRIVATE (COW): a load faults
+//!   the page in, then a store of the same byte (a write-protect fault).
+//! - 4: write(2) from the mapping.  5: read(2) into a private mapping.
+//! - 6: MADV_POPULATE_READ.  7: O_DIRECT read into the mapping.
+//! - 8: process_vm_readv.
+//! - 9, 10: /proc/pid/mem and ptrace(PEEKDATA): cannot retry, EIO, no event.
+//! - 11: fork, then a fault in the child.
+//! - 12: a fault from a second thread (per-VMA lock).
+//! - 13, 14: a write fault whose first access to the page is a store,
+//!   MAP_SHARED and MAP_PRIVATE (COW): the stored byte holds what was
+//!   stored, the rest of the page the pattern; one event.
+//! - 15, 16: mmap(MAP_POPULATE) of the whole file, MAP_SHARED and
+//!   MAP_PRIVATE writable (COW); 17, 18: mlock(2) of 40 pages from the test
+//!   page, MAP_SHARED and MAP_PRIVATE writable.  Populating faults may drop
+//!   the mmap lock, so they wait for the listener ("Faults that cannot wait"
+//!   in the doc is only about those that may not): every page is filled,
+//!   and the events are exactly one per readahead window from the first
+//!   populated page (each fault reads exactly its event's range, which ends
+//!   at the window, EOF or a cached page), not one per page; they all come
+//!   while populating, and touching the pages afterwards sends none more.
+//! - 19-22: io_submit(2) (buffered, O_DIRECT) and io_uring (buffered,
+//!   O_DIRECT) reads of another, regular file into the mapping (MAP_PRIVATE
+//!   writable): the page fault inside the read is refused, the VFS faults
+//!   the buffer in outside the filesystem (one event) and calls again
+//!   (patches/0013; "Reading or writing with a buffer in a lazy mapping" in
+//!   the doc).
+//!
+//! FAULT_FLAG_RETRY_NOWAIT has no userspace trigger here; its behaviour is
+//! covered by review.  MADV_POPULATE_READ's denied case is in pre_fault_deny.
 //! Reads and writes of the lazy file itself with the buffer in its own
 //! mapping are in pre_fault_same_file.
 //!
-//! Guards the cover letter's fault-path matrix, row by row.
+//! Guards the cover letter's fault-path matrix, row by row, and what
+//! Documentation/filesystems/fanotify-pre-fault.rst says of the event range
+//! and of reads with a buffer in a lazy mapping.
 
 use crate::common::*;
 use fanotify::consts::*;
 use ltp::res::OrBrok;
-use ltp::{tfail, tinfo, tpass, Ctx, Fs, Test};
+use ltp::{tcheck, tfail, tinfo, tpass, Ctx, Fs, Test};
 use nix::sys::mman::{MapFlags, ProtFlags};
 use nix::sys::wait::WaitStatus;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::io::RawFd;
 
 pub const TEST: Test = Test {
     name: "pre_fault_matrix",
     doc: "fault-path matrix: each access path to a lazy mapping gets its documented outcome",
-    needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS"],
+    needs_kconfigs: &[
+        "CONFIG_FANOTIFY_ACCESS_PERMISSIONS",
+        "CONFIG_AIO",
+        "CONFIG_IO_URING",
+    ],
     filesystems: &[Fs::Ext4, Fs::Xfs],
-    tags: &[("cover-letter", "Fault-path matrix")],
+    tags: &[
+        ("cover-letter", "Fault-path matrix"),
+        (
+            "cover-letter",
+            "Design: reads and writes fault lazy buffers in outside their locks",
+        ),
+        ("doc", "Documentation/filesystems/fanotify-pre-fault.rst"),
+    ],
     // Each row is a case (fpc-tests pre_fault_matrix:N runs row N alone): a
     // row that hangs or breaks ends only itself, with this timeout.
     timeout: std::time::Duration::from_secs(60),
@@ -39,18 +77,29 @@ pub const TEST: Test = Test {
     ..Test::DEFAULT
 };
 
-/// What a row should give.
+/// What a row should give.  The row returns the bytes of PAGE_IDX, or of
+/// pages `first..first + pages` for `Windows`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Want {
-    /// Content correct, one FAN_PRE_FAULT.
+    /// Content correct, one FAN_PRE_FAULT, covering PAGE_IDX.
     Filled,
+    /// The first access was a store of `stored_byte()` at byte STORE_AT of
+    /// PAGE_IDX: that byte holds it, the rest of the page the pattern; one
+    /// FAN_PRE_FAULT, covering PAGE_IDX.
+    Stored,
+    /// The kernel faulted in pages `first..first + pages` one after the
+    /// other (populate): content correct, and the FAN_PRE_FAULT ranges are
+    /// exactly the windows of `event_windows()`.
+    Windows { first: u64, pages: u64 },
     /// Fails with this errno and sends no event (cannot wait for a listener).
     Errno(i32),
 }
 
 type Row = (&'static str, Want, fn(&Setup) -> Result<Vec<u8>, i32>);
 
-struct Setup {
+struct Setup<'a> {
+    /// The row's filling listener, for rows that look at events midway.
+    listener: &'a Listener,
     file: std::fs::File,
     page: u64,
     src: std::path::PathBuf,
@@ -59,6 +108,11 @@ struct Setup {
 
 const PAGES: u64 = 64;
 const PAGE_IDX: u64 = 21;
+/// The byte of PAGE_IDX the store-first rows store to.
+const STORE_AT: usize = 100;
+/// The pages the mlock rows lock, from PAGE_IDX: more than one readahead
+/// window (32 pages here), ending before EOF.
+const MLOCK_PAGES: u64 = 40;
 
 fn map(s: &Setup, prot: ProtFlags, flags: MapFlags) -> Map {
     Map::new(&s.file, 0, PAGES, prot, flags).or_brok("mmap")
@@ -76,6 +130,8 @@ fn user_read_private(s: &Setup) -> Result<Vec<u8>, i32> {
     Ok(map(s, ProtFlags::PROT_READ, MapFlags::MAP_PRIVATE).read_page(s.page))
 }
 
+/// Rows 2-3: a load faults the page in (the event), then a store of the
+/// same byte (a write-protect fault, or COW of the cached page).
 fn write_fault(s: &Setup, flags: MapFlags) -> Result<Vec<u8>, i32> {
     let m = map(s, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, flags);
     let p = m.addr(s.page);
@@ -292,6 +348,166 @@ fn second_thread_fault(s: &Setup) -> Result<Vec<u8>, i32> {
     std::thread::scope(|sc| sc.spawn(|| m.read_page(page)).join().map_err(|_| -1))
 }
 
+/// What the store-first rows store at STORE_AT of PAGE_IDX: never the
+/// pattern byte that is there, so the check sees the store.
+fn stored_byte() -> u8 {
+    !pattern_byte(PAGE_IDX * page_size() + STORE_AT as u64)
+}
+
+/// A write fault with nothing before it: the very first access to the
+/// unfilled page is a one-byte store.
+fn store_first(s: &Setup, flags: MapFlags) -> Result<Vec<u8>, i32> {
+    let m = map(s, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, flags);
+    // SAFETY: a byte of our own writable mapping; nothing reads the page
+    // before this store.
+    unsafe { std::ptr::write_volatile(m.addr(s.page).add(STORE_AT), stored_byte()) };
+    Ok(m.read_page(s.page))
+}
+
+fn store_first_shared(s: &Setup) -> Result<Vec<u8>, i32> {
+    store_first(s, MapFlags::MAP_SHARED)
+}
+
+fn store_first_private(s: &Setup) -> Result<Vec<u8>, i32> {
+    store_first(s, MapFlags::MAP_PRIVATE)
+}
+
+/// The bytes of pages `first..first + pages` of `m`, read (touched) one
+/// after the other.
+fn read_pages(m: &Map, first: u64, pages: u64) -> Vec<u8> {
+    (first..first + pages)
+        .flat_map(|p| m.read_page(p))
+        .collect()
+}
+
+/// The FAN_PRE_FAULT events the row's listener has seen so far (a fault
+/// waits for the answer, which comes after the event is recorded).
+fn faults_so_far(s: &Setup) -> usize {
+    s.listener
+        .seen()
+        .iter()
+        .filter(|e| e.mask == FAN_PRE_FAULT)
+        .count()
+}
+
+/// Touch pages `first..first + pages` of `m`, which `how` populated, and
+/// check that populating sent the events (touching pages in order would
+/// send the same windows) and touching sends none: the populating faults
+/// waited for the listener.
+fn touch_populated(s: &Setup, how: &str, m: &Map, first: u64, pages: u64) -> Vec<u8> {
+    let before = faults_so_far(s);
+    let d = read_pages(m, first, pages);
+    let after = faults_so_far(s);
+    tcheck!(
+        before > 0 && after == before,
+        "{how}: {before} FAN_PRE_FAULT events while populating, none more touching the pages ({after} in all)"
+    );
+    d
+}
+
+/// mmap(MAP_POPULATE) of the whole file (errors are ignored: the touch
+/// afterwards shows what it did), then every page touched.
+fn map_populate(s: &Setup, prot: ProtFlags, flags: MapFlags) -> Result<Vec<u8>, i32> {
+    let m = map(s, prot, flags | MapFlags::MAP_POPULATE);
+    Ok(touch_populated(s, "mmap(MAP_POPULATE)", &m, 0, PAGES))
+}
+
+fn map_populate_shared(s: &Setup) -> Result<Vec<u8>, i32> {
+    map_populate(s, ProtFlags::PROT_READ, MapFlags::MAP_SHARED)
+}
+
+fn map_populate_private(s: &Setup) -> Result<Vec<u8>, i32> {
+    map_populate(
+        s,
+        ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+        MapFlags::MAP_PRIVATE,
+    )
+}
+
+/// mlock(2) of MLOCK_PAGES unfilled pages from PAGE_IDX (root: no
+/// RLIMIT_MEMLOCK), then those pages touched.
+fn mlock_range(s: &Setup, prot: ProtFlags, flags: MapFlags) -> Result<Vec<u8>, i32> {
+    let m = map(s, prot, flags);
+    // SAFETY: a range inside our own mapping; munmap (drop) unlocks it.
+    let r = unsafe { libc::mlock(m.addr(s.page).cast(), (MLOCK_PAGES * page_size()) as usize) };
+    ret_of(r as isize)?;
+    Ok(touch_populated(s, "mlock(2)", &m, s.page, MLOCK_PAGES))
+}
+
+fn mlock_shared(s: &Setup) -> Result<Vec<u8>, i32> {
+    mlock_range(s, ProtFlags::PROT_READ, MapFlags::MAP_SHARED)
+}
+
+fn mlock_private(s: &Setup) -> Result<Vec<u8>, i32> {
+    mlock_range(
+        s,
+        ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+        MapFlags::MAP_PRIVATE,
+    )
+}
+
+/// A read of PAGE_IDX of `src` (opened with `flags`), a regular file nobody
+/// watches, into PAGE_IDX of a private writable mapping, by `how` (which
+/// returns the count or a negative errno): afterwards the page holds the
+/// source bytes, the same pattern at the same offset.
+fn read_other_into(
+    s: &Setup,
+    flags: i32,
+    how: fn(RawFd, &Map, u64) -> Result<i64, String>,
+) -> Result<Vec<u8>, i32> {
+    let m = map(
+        s,
+        ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+        MapFlags::MAP_PRIVATE,
+    );
+    let path = if flags & libc::O_DIRECT != 0 {
+        &s.dio_src
+    } else {
+        &s.src
+    };
+    let src = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)
+        .or_brok("open src");
+    match how(src.as_raw_fd(), &m, s.page) {
+        Ok(n) if n == page_size() as i64 => Ok(m.read_page(s.page)),
+        Ok(n) if n < 0 => Err(-n as i32),
+        Ok(n) => {
+            tinfo!("short read: {n} bytes");
+            Err(-1)
+        }
+        Err(e) => {
+            tinfo!("{e}");
+            Err(-1)
+        }
+    }
+}
+
+fn aio_one_page(fd: RawFd, m: &Map, page: u64) -> Result<i64, String> {
+    aio_pread(fd, m, page, page_size() as usize, page * page_size())
+}
+
+fn uring_one_page(fd: RawFd, m: &Map, page: u64) -> Result<i64, String> {
+    Ok(uring_pread(fd, m, page, page_size() as u32, page * page_size()).into())
+}
+
+fn aio_other_buffered(s: &Setup) -> Result<Vec<u8>, i32> {
+    read_other_into(s, 0, aio_one_page)
+}
+
+fn aio_other_direct(s: &Setup) -> Result<Vec<u8>, i32> {
+    read_other_into(s, libc::O_DIRECT, aio_one_page)
+}
+
+fn uring_other_buffered(s: &Setup) -> Result<Vec<u8>, i32> {
+    read_other_into(s, 0, uring_one_page)
+}
+
+fn uring_other_direct(s: &Setup) -> Result<Vec<u8>, i32> {
+    read_other_into(s, libc::O_DIRECT, uring_one_page)
+}
+
 const ROWS: &[Row] = &[
     (
         "user read fault, MAP_SHARED",
@@ -334,7 +550,109 @@ const ROWS: &[Row] = &[
         Want::Filled,
         second_thread_fault,
     ),
+    (
+        "write fault, the first access a store, MAP_SHARED",
+        Want::Stored,
+        store_first_shared,
+    ),
+    (
+        "write fault, the first access a store, MAP_PRIVATE (COW)",
+        Want::Stored,
+        store_first_private,
+    ),
+    (
+        "mmap(MAP_POPULATE), MAP_SHARED",
+        Want::Windows {
+            first: 0,
+            pages: PAGES,
+        },
+        map_populate_shared,
+    ),
+    (
+        "mmap(MAP_POPULATE), MAP_PRIVATE writable (COW)",
+        Want::Windows {
+            first: 0,
+            pages: PAGES,
+        },
+        map_populate_private,
+    ),
+    (
+        "mlock(2) of 40 unfilled pages, MAP_SHARED",
+        Want::Windows {
+            first: PAGE_IDX,
+            pages: MLOCK_PAGES,
+        },
+        mlock_shared,
+    ),
+    (
+        "mlock(2) of 40 unfilled pages, MAP_PRIVATE writable (COW)",
+        Want::Windows {
+            first: PAGE_IDX,
+            pages: MLOCK_PAGES,
+        },
+        mlock_private,
+    ),
+    (
+        "io_submit(2) read of another file into a private mapping",
+        Want::Filled,
+        aio_other_buffered,
+    ),
+    (
+        "io_submit(2) O_DIRECT read of another file into a private mapping",
+        Want::Filled,
+        aio_other_direct,
+    ),
+    (
+        "io_uring read of another file into a private mapping",
+        Want::Filled,
+        uring_other_buffered,
+    ),
+    (
+        "io_uring O_DIRECT read of another file into a private mapping",
+        Want::Filled,
+        uring_other_direct,
+    ),
 ];
+
+/// The page ranges `[start, end)` of the FAN_PRE_FAULT events that faulting
+/// in pages `first..first + pages` one after the other sends, by
+/// filemap_prefault_range() (patches/0002, 0011): from the faulting folio
+/// for `window` pages (the file's readahead window, rounded up to the
+/// minimum folio size `min`), not past EOF (`eof` pages), nor into a cached
+/// page (none here: each fault reads its event's range and the next one
+/// starts after it).  The file is otherwise unfilled and uncached.
+fn event_windows(first: u64, pages: u64, window: u64, min: u64, eof: u64) -> Vec<(u64, u64)> {
+    let window = window.max(min).div_ceil(min) * min;
+    let mut out = Vec::new();
+    let mut p = first;
+    while p < first + pages {
+        let start = p / min * min;
+        let end = (start + window).min(eof.div_ceil(min) * min);
+        out.push((start, end));
+        p = end;
+    }
+    out
+}
+
+/// The readahead window and the minimum folio size of `f`, in pages:
+/// file->f_ra.ra_pages comes from the filesystem's bdi when the file is
+/// opened, on ext4 and xfs that of the block device
+/// (/sys/class/bdi/MAJ:MIN/read_ahead_kb); the minimum folio is a block
+/// where blocks are larger than a page.
+fn readahead_window(f: &std::fs::File) -> (u64, u64) {
+    use nix::sys::stat::{fstat, major, minor};
+    let dev = fstat(f.as_raw_fd()).or_brok("fstat").st_dev;
+    let p = format!("/sys/class/bdi/{}:{}/read_ahead_kb", major(dev), minor(dev));
+    let kb: u64 = std::fs::read_to_string(&p)
+        .or_brok(&format!("read {p}"))
+        .trim()
+        .parse()
+        .or_brok(&format!("parse {p}"));
+    let bsize = nix::sys::statvfs::fstatvfs(f)
+        .or_brok("fstatvfs")
+        .block_size();
+    (kb * 1024 / page_size(), (bsize / page_size()).max(1))
+}
 
 /// The source file of the rows that copy from another file.
 fn setup(ctx: &Ctx) {
@@ -354,12 +672,14 @@ fn run_case(ctx: &Ctx, i: u32) {
         .open(&path)
         .or_brok("open");
     let s = Setup {
+        listener: &l,
         file,
         page: PAGE_IDX,
         src: src.clone(),
         dio_src: src,
     };
     let got = f(&s);
+    let Setup { file, .. } = s;
     let seen = l.stop();
     let faults = seen.iter().filter(|e| e.mask == FAN_PRE_FAULT).count();
     tinfo!(
@@ -370,12 +690,73 @@ fn run_case(ctx: &Ctx, i: u32) {
             Err(e) => format!("errno {e}"),
         }
     );
+    let covering = fault_events_covering(&seen, PAGE_IDX * page_size());
     match (want, got) {
         (Want::Filled, Ok(d)) => match pattern_mismatch(PAGE_IDX * page_size(), &d) {
-            None if faults == 1 => tpass!("{what}: content correct, one FAN_PRE_FAULT"),
+            None if faults == 1 && covering == 1 => {
+                tpass!("{what}: content correct, one FAN_PRE_FAULT")
+            }
+            None if faults == 1 => {
+                log_seen(what, &seen);
+                tfail!("{what}: content correct but the one FAN_PRE_FAULT does not cover the page")
+            }
             None => tfail!("{what}: content correct but {faults} FAN_PRE_FAULT events"),
             Some(i) => tfail!("{what}: byte {i} wrong ({faults} events)"),
         },
+        (Want::Stored, Ok(d)) => {
+            let mut want = pattern(PAGE_IDX * page_size(), page_size() as usize);
+            want[STORE_AT] = stored_byte();
+            match d.iter().zip(&want).position(|(a, b)| a != b) {
+                None if faults == 1 && covering == 1 => {
+                    tpass!("{what}: the stored byte and the pattern around it, one FAN_PRE_FAULT")
+                }
+                None => {
+                    log_seen(what, &seen);
+                    tfail!(
+                        "{what}: content correct but {faults} FAN_PRE_FAULT events, {covering} covering the page"
+                    )
+                }
+                Some(i) => tfail!(
+                    "{what}: byte {i} is {:#04x}, want {:#04x} ({} at {STORE_AT}; {faults} events)",
+                    d[i],
+                    want[i],
+                    if i == STORE_AT {
+                        "the stored byte"
+                    } else {
+                        "the pattern, the store was"
+                    }
+                ),
+            }
+        }
+        (Want::Windows { first, pages }, Ok(d)) => {
+            let (window, min) = readahead_window(&file);
+            let ps = page_size();
+            let want: Vec<(u64, u64)> = event_windows(first, pages, window, min, PAGES)
+                .into_iter()
+                .map(|(a, b)| (a * ps, (b.min(PAGES) - a) * ps))
+                .collect();
+            let mut got: Vec<(u64, u64)> = seen
+                .iter()
+                .filter(|e| e.mask == FAN_PRE_FAULT)
+                .filter_map(|e| e.range.map(|r| (r.offset, r.count)))
+                .collect();
+            got.sort_unstable();
+            tinfo!(
+                "{what}: readahead window {window} pages (minimum folio {min}): want events {want:?}"
+            );
+            match pattern_mismatch(first * ps, &d) {
+                None => tpass!("{what}: all {pages} pages from page {first} correct"),
+                Some(i) => tfail!(
+                    "{what}: byte {i} of the {pages} pages from page {first} wrong ({faults} events)"
+                ),
+            }
+            if got == want && faults == want.len() {
+                tpass!("{what}: {faults} FAN_PRE_FAULT events, one per readahead window: {got:?}");
+            } else {
+                log_seen(what, &seen);
+                tfail!("{what}: FAN_PRE_FAULT ranges {got:?} ({faults} events), want {want:?}");
+            }
+        }
         (Want::Errno(e), Err(g)) if e == g && faults == 0 => {
             tpass!("{what}: errno {g}, no FAN_PRE_FAULT")
         }
@@ -384,6 +765,6 @@ fn run_case(ctx: &Ctx, i: u32) {
             g.map(|_| "data")
         ),
     }
-    drop(s);
+    drop(file);
     std::fs::remove_file(&path).or_brok("unlink");
 }

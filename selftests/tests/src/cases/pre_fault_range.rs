@@ -110,7 +110,7 @@ fn mount_source(mnt: &Path) -> String {
             let source = post.split_whitespace().nth(1)?;
             (point == want).then(|| source.to_string())
         })
-        .last()
+        .next_back()
         .unwrap_or_else(|| tbrok!("{} is not in /proc/self/mountinfo", mnt.display()))
 }
 

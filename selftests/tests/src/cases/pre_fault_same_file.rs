@@ -202,16 +202,6 @@ fn read_direct(s: &Setup) -> Result<Outcome, String> {
     read_into(s, libc::O_DIRECT, MapFlags::MAP_PRIVATE)
 }
 
-/// struct io_event of <linux/aio_abi.h> (libc has no binding for it).
-#[repr(C)]
-#[derive(Default)]
-struct IoEvent {
-    data: u64,
-    obj: u64,
-    res: i64,
-    res2: i64,
-}
-
 /// io_submit(2) of an IOCB_CMD_PREAD (fd opened with `flags`) of OTHER_PAGE
 /// into BUF_PAGE of a private mapping; the completion's result is the count.
 fn aio_read(s: &Setup, flags: i32) -> Result<Outcome, String> {
@@ -221,50 +211,16 @@ fn aio_read(s: &Setup, flags: i32) -> Result<Outcome, String> {
         MapFlags::MAP_PRIVATE,
     );
     let f = reopen(s, flags);
-    let mut ctx: libc::c_ulong = 0;
-    // SAFETY: io_setup(2) writes the context id into `ctx`.
-    let r = unsafe { libc::syscall(libc::SYS_io_setup, 1, &mut ctx as *mut libc::c_ulong) };
-    if r != 0 {
-        ltp::tbrok!("io_setup: {}", std::io::Error::last_os_error());
+    let res = aio_pread(
+        f.as_raw_fd(),
+        &m,
+        BUF_PAGE,
+        page_size() as usize,
+        OTHER_PAGE * page_size(),
+    )?;
+    if res != page_size() as i64 {
+        return Err(format!("io_submit completion: {res}"));
     }
-    // SAFETY: iocb is plain data; all-zero is a valid (empty) request.
-    let mut cb: libc::iocb = unsafe { std::mem::zeroed() };
-    cb.aio_lio_opcode = 0; // IOCB_CMD_PREAD
-    cb.aio_fildes = f.as_raw_fd() as u32;
-    cb.aio_buf = m.addr(BUF_PAGE) as u64;
-    cb.aio_nbytes = page_size();
-    cb.aio_offset = (OTHER_PAGE * page_size()) as i64;
-    let mut cbs = [&mut cb as *mut libc::iocb];
-    // SAFETY: one valid iocb whose buffer is a page of our writable mapping,
-    // which outlives the request (we wait for its completion below).
-    let n = unsafe { libc::syscall(libc::SYS_io_submit, ctx, 1, cbs.as_mut_ptr()) };
-    let res = if n != 1 {
-        Err(format!("io_submit: {}", std::io::Error::last_os_error()))
-    } else {
-        let mut ev = IoEvent::default();
-        // SAFETY: room for one event; no timeout (the test timeout bounds it).
-        let got = unsafe {
-            libc::syscall(
-                libc::SYS_io_getevents,
-                ctx,
-                1,
-                1,
-                &mut ev as *mut IoEvent,
-                std::ptr::null_mut::<libc::timespec>(),
-            )
-        };
-        if got != 1 {
-            ltp::tbrok!("io_getevents: {}", std::io::Error::last_os_error());
-        }
-        if ev.res != page_size() as i64 {
-            Err(format!("io_submit completion: {}", ev.res))
-        } else {
-            Ok(())
-        }
-    };
-    // SAFETY: the context has no request in flight.
-    unsafe { libc::syscall(libc::SYS_io_destroy, ctx) };
-    res?;
     Ok(Outcome {
         got: m.read_page(BUF_PAGE),
         want_off: OTHER_PAGE * page_size(),
@@ -280,40 +236,22 @@ fn aio_read_direct(s: &Setup) -> Result<Outcome, String> {
     aio_read(s, libc::O_DIRECT)
 }
 
-/// One io_uring request on a fresh ring; its completion's result.
-fn uring_one(sqe: io_uring::squeue::Entry) -> i32 {
-    let mut ring = match io_uring::IoUring::new(2) {
-        Ok(r) => r,
-        Err(e) => ltp::tbrok!("io_uring_setup: {e}"),
-    };
-    // SAFETY: the caller's buffer and fd outlive the request: we wait for
-    // its completion here.
-    unsafe { ring.submission().push(&sqe).or_brok("push the SQE") };
-    ring.submit_and_wait(1).or_brok("io_uring_enter");
-    let Some(cqe) = ring.completion().next() else {
-        ltp::tbrok!("io_uring: no completion")
-    };
-    cqe.result()
-}
-
 /// io_uring IORING_OP_READ (fd opened with `flags`) of OTHER_PAGE into
 /// BUF_PAGE of a private mapping.
 fn uring_read(s: &Setup, flags: i32) -> Result<Outcome, String> {
-    use io_uring::{opcode, types};
     let m = map(
         s,
         ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
         MapFlags::MAP_PRIVATE,
     );
     let f = reopen(s, flags);
-    let sqe = opcode::Read::new(
-        types::Fd(f.as_raw_fd()),
-        m.addr(BUF_PAGE),
+    let r = uring_pread(
+        f.as_raw_fd(),
+        &m,
+        BUF_PAGE,
         page_size() as u32,
-    )
-    .offset(OTHER_PAGE * page_size())
-    .build();
-    let r = uring_one(sqe);
+        OTHER_PAGE * page_size(),
+    );
     if r != page_size() as i32 {
         return Err(format!("io_uring read: {r}"));
     }
@@ -343,7 +281,9 @@ fn uring_write(s: &Setup) -> Result<Outcome, String> {
     )
     .offset(OTHER_PAGE * page_size())
     .build();
-    let r = uring_one(sqe);
+    // SAFETY: the source buffer is a page of `m` and the fd is `s.file`,
+    // both held until uring_one() returns with the completion.
+    let r = unsafe { uring_one(sqe) };
     if r != page_size() as i32 {
         return Err(format!("io_uring write: {r}"));
     }
