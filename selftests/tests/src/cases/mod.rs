@@ -31,7 +31,9 @@ mod pre_fault_freeze_cross;
 mod pre_fault_invariant;
 mod pre_fault_leave;
 mod pre_fault_listener_death;
+mod pre_fault_mark_validation;
 mod pre_fault_matrix;
+mod pre_fault_mmap_lock;
 mod pre_fault_ra_marker;
 mod pre_fault_range;
 mod pre_fault_read_batch;
@@ -53,6 +55,7 @@ pub static ALL: &[Test] = &[
     pre_fault_basic::TEST,
     pre_fault_invariant::TEST,
     pre_fault_leave::TEST,
+    pre_fault_mark_validation::TEST,
     pre_fault_read_batch::TEST,
     pre_fault_ra_marker::TEST,
     pre_fault_range::TEST,
@@ -66,6 +69,7 @@ pub static ALL: &[Test] = &[
     pre_fault_freeze::TEST,
     pre_fault_freeze_cross::TEST,
     pre_fault_listener_death::TEST,
+    pre_fault_mmap_lock::TEST,
     pre_fault_concurrency::TEST,
     pre_fault_dax::TEST,
     rust_lazy_mirror::TEST,
