@@ -26,6 +26,7 @@ mod pre_fault_basic;
 mod pre_fault_concurrency;
 mod pre_fault_dax;
 mod pre_fault_deny;
+mod pre_fault_exec;
 mod pre_fault_freeze;
 mod pre_fault_freeze_cross;
 mod pre_fault_invariant;
@@ -61,6 +62,7 @@ pub static ALL: &[Test] = &[
     pre_fault_range::TEST,
     pre_fault_deny::TEST,
     pre_fault_matrix::TEST,
+    pre_fault_exec::TEST,
     pre_fault_same_file::TEST,
     pre_fault_reuse::TEST,
     pre_fault_reflink::TEST,
