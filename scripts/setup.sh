@@ -16,6 +16,7 @@ HOST_PKGS=(
 	flex bison bc libelf-dev libssl-dev cpio kmod busybox-static
 	e2fsprogs xfsprogs btrfs-progs util-linux
 	qemu-system-x86 udev python3-venv rsync xz-utils git patch ndctl bindfs
+	gcc  # cc: scripts/icount.sh (TCG plugin, static guest program; libc6-dev comes with clang)
 )
 
 # 1. Host packages (the machine's own suites; apt's default priorities).

@@ -5,7 +5,10 @@
 # binaries run unchanged.  Exits with the guest command's exit status.
 #
 # Usage: scripts/vm-run.sh [--memory SIZE] [--append ARGS] [--cpus N] [--timeout SECS]
-#                          <kernel-build-dir> -- <command> [args...]
+#                          [--qemu-opts STR] <kernel-build-dir> -- <command> [args...]
+# --qemu-opts STR: extra QEMU options, passed to vng as --qemu-opts=STR (vng
+# splits STR like a shell, so paths in it must not contain spaces); e.g.
+# "-plugin icount.so -d plugin -D LOG" (see scripts/icount.sh).
 # --timeout (default $FPC_VM_TIMEOUT, else 3000 s): the whole boot is killed
 # after that long, so a kernel that hangs (a deadlock the guest cannot shut
 # down from) cannot stall a run; the exit status is then 124.
@@ -15,19 +18,20 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-mem=4G append=() cpus=2 vm_timeout=${FPC_VM_TIMEOUT:-3000}
+mem=4G append=() cpus=2 vm_timeout=${FPC_VM_TIMEOUT:-3000} qemu_opts=()
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--memory) mem=$2; shift 2 ;;
 	--append) append+=(--append "$2"); shift 2 ;;
 	--cpus) cpus=$2; shift 2 ;;
 	--timeout) vm_timeout=$2; shift 2 ;;
+	--qemu-opts) qemu_opts=("--qemu-opts=$2"); shift 2 ;;
 	--) shift; break ;;
 	-*) die "unknown option $1" ;;
 	*) kdir=$1; shift ;;
 	esac
 done
-[ -n "${kdir:-}" ] && [ $# -gt 0 ] || die "usage: $0 [--memory SIZE] [--append ARGS] [--cpus N] [--timeout SECS] <kernel-build-dir> -- <command...>"
+[ -n "${kdir:-}" ] && [ $# -gt 0 ] || die "usage: $0 [--memory SIZE] [--append ARGS] [--cpus N] [--timeout SECS] [--qemu-opts STR] <kernel-build-dir> -- <command...>"
 [[ "$vm_timeout" =~ ^[1-9][0-9]*$ ]] || die "--timeout: not a positive number of seconds: $vm_timeout"
 [[ "$cpus" =~ ^[1-9][0-9]*$ ]] || die "--cpus: not a positive number: $cpus"
 kdir=$(cd "$kdir" 2>/dev/null && pwd) || die "no such build directory: $kdir"
@@ -70,7 +74,7 @@ trap 'rm -f "$log" "$console"' EXIT
 boot() {
 	set +e
 	timeout --kill-after=30 "$vm_timeout" "${vng_base[@]}" "${accel[@]}" --verbose --append loglevel=5 \
-		--exec "cd / && { $cmd; } 2>&1; echo $marker=\$?" </dev/null 2>"$console" |
+		--exec "cd / && { $cmd; } 2>&1; echo $marker=\$?" ${qemu_opts[@]+"${qemu_opts[@]}"} </dev/null 2>"$console" |
 		cat | tee "$log" | grep --line-buffered -v "^$marker="
 	vng_rc=${PIPESTATUS[0]}
 	if [ "$vng_rc" = 124 ] || [ "$vng_rc" = 137 ]; then
