@@ -17,11 +17,10 @@ use crate::report::sample_line;
 use crate::say;
 use crate::sys::{self, Scratch, Serve, PAGE};
 use anyhow::{bail, Context, Result};
-use nix::sys::mman::{madvise, mmap, munmap, MapFlags, MmapAdvise, ProtFlags};
+use hsm::map::Map;
+use nix::sys::mman::MmapAdvise;
 use std::fs::File;
 use std::io::Read;
-use std::num::NonZeroUsize;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -57,6 +56,15 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn sample(&self, metric: &str, run: usize, value: f64) {
         sys::out(&sample_line(&self.plan.label, metric, run, value));
+    }
+
+    /// The fill counters of a `stats:` line, sampled as
+    /// `<prefix>.fetched_bytes` and `<prefix>.events`.
+    fn sample_fills(&self, prefix: &str, run: usize, stats: &sys::Kv) -> Result<sys::Fills> {
+        let f = sys::Fills::of(stats)?;
+        self.sample(&format!("{prefix}.fetched_bytes"), run, f.fetched as f64);
+        self.sample(&format!("{prefix}.events"), run, f.events as f64);
+        Ok(f)
     }
 
     fn native(&self) -> PathBuf {
@@ -111,58 +119,26 @@ pub fn run(plan: &Plan) -> Result<()> {
 
 // ---------------------------------------------------------------- P1
 
-/// A shared read-only mapping of a whole file.
-struct Mapping {
-    addr: std::ptr::NonNull<libc::c_void>,
-    len: usize,
+/// Read one byte of each of the first `pages` pages of `m`, in order: the
+/// time per page (ns).
+fn touch(m: &Map, pages: usize) -> f64 {
+    let p = m.as_slice().as_ptr();
+    let pages = pages.min(m.len / PAGE as usize);
+    let t = Instant::now();
+    let mut sum = 0u64;
+    for i in 0..pages {
+        // SAFETY: i * PAGE is inside the mapping; volatile so every
+        // page is really touched.
+        sum = sum.wrapping_add(unsafe { p.add(i * PAGE as usize).read_volatile() } as u64);
+    }
+    let ns = t.elapsed().as_nanos() as f64;
+    std::hint::black_box(sum);
+    ns / pages as f64
 }
 
-impl Mapping {
-    fn new(f: &File, len: usize) -> Result<Self> {
-        // SAFETY: a fresh shared read-only mapping of a file we keep open;
-        // nothing else is mapped at the address the kernel picks.
-        let addr = unsafe {
-            mmap(
-                None,
-                NonZeroUsize::new(len).context("empty file")?,
-                ProtFlags::PROT_READ,
-                MapFlags::MAP_SHARED,
-                f,
-                0,
-            )
-        }
-        .context("mmap")?;
-        Ok(Mapping { addr, len })
-    }
-
-    fn advise(&self, a: MmapAdvise) -> Result<()> {
-        // SAFETY: the range is exactly our mapping.
-        unsafe { madvise(self.addr, self.len, a) }.context("madvise")
-    }
-
-    /// Read one byte of each of the first `pages` pages, in order: the
-    /// time per page (ns).
-    fn touch(&self, pages: usize) -> f64 {
-        let p = self.addr.as_ptr() as *const u8;
-        let pages = pages.min(self.len / PAGE as usize);
-        let t = Instant::now();
-        let mut sum = 0u64;
-        for i in 0..pages {
-            // SAFETY: i * PAGE is inside the mapping; volatile so every
-            // page is really touched.
-            sum = sum.wrapping_add(unsafe { p.add(i * PAGE as usize).read_volatile() } as u64);
-        }
-        let ns = t.elapsed().as_nanos() as f64;
-        std::hint::black_box(sum);
-        ns / pages as f64
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: our mapping, not used after this.
-        let _ = unsafe { munmap(self.addr, self.len) };
-    }
+/// A shared read-only mapping of the whole file `f` of `len` bytes.
+fn map(f: &File, len: usize) -> Result<Map> {
+    Map::whole_ro(f, len as u64).context("mmap")
 }
 
 const FAULT_AROUND: &str = "/sys/kernel/debug/fault_around_bytes";
@@ -196,16 +172,9 @@ fn p1(cx: &Ctx) -> Result<()> {
     let path = cx.fs.mnt.join("p1.dat");
     say!("P1: writing a {} MiB file", size >> 20);
     {
-        let f = File::create(&path).with_context(|| format!("create {}", path.display()))?;
-        let mut buf = vec![0u8; 1 << 20];
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b = (i as u8).wrapping_mul(31) ^ 0x5a;
-        }
-        let mut off = 0;
-        while off < size {
-            f.write_all_at(&buf, off).context("write P1 file")?;
-            off += buf.len() as u64;
-        }
+        let mut f = File::create(&path).with_context(|| format!("create {}", path.display()))?;
+        // The one fill pattern of the selftests (any content would do).
+        hsm::pattern::write_file(&mut f, size).context("write P1 file")?;
         f.sync_all().context("fsync P1 file")?;
     }
     let f = File::open(&path).context("open P1 file")?;
@@ -233,17 +202,17 @@ fn p1(cx: &Ctx) -> Result<()> {
             if cached > 0 {
                 bail!("{cached} pages still cached after POSIX_FADV_DONTNEED");
             }
-            Ok(Mapping::new(&f, len)?.touch(pages))
+            Ok(touch(&map(&f, len)?, pages))
         })?;
         // Warm: everything cached; fault-around maps up to 16 pages a fault.
-        let warm = passes(8, &|| Ok(Mapping::new(&f, len)?.touch(pages)))?;
+        let warm = passes(8, &|| Ok(touch(&map(&f, len)?, pages)))?;
         // Cold, one page read per fault (MADV_RANDOM: no readahead), on the
         // first pages only (each fault waits for its read).
         let cold1 = passes(1, &|| {
             sys::drop_file_cache(&f)?;
-            let m = Mapping::new(&f, len)?;
-            m.advise(MmapAdvise::MADV_RANDOM)?;
-            Ok(m.touch(pages1))
+            let m = map(&f, len)?;
+            m.advise(MmapAdvise::MADV_RANDOM).context("madvise")?;
+            Ok(touch(&m, pages1))
         })?;
         cx.sample("p1.cold.ns_per_page", run, cold);
         cx.sample("p1.warm.ns_per_page", run, warm);
@@ -251,7 +220,7 @@ fn p1(cx: &Ctx) -> Result<()> {
         // Warm, one fault per page: fault-around off.
         if let Some(orig) = &fa {
             set_fault_around("4096")?;
-            let warm1 = passes(3, &|| Ok(Mapping::new(&f, len)?.touch(pages)));
+            let warm1 = passes(3, &|| Ok(touch(&map(&f, len)?, pages)));
             set_fault_around(orig)?;
             cx.sample("p1.warm1.ns_per_page", run, warm1?);
         }
@@ -402,18 +371,15 @@ fn p23(cx: &Ctx) -> Result<()> {
             let r = sys::rustc_version(&dst);
             let stats = serve.stop()?;
             let (secs, _) = r?;
-            let sys::Fills {
-                fetched,
-                events,
-                p50_us: p50,
-            } = sys::Fills::of(&stats)?;
+            let f = cx.sample_fills(&format!("p2.{name}"), run, &stats)?;
             say!(
-                "P2/P3 run {run}: {name}: {secs:.2} s, {fetched} bytes fetched, {events} events, fill p50 {p50} us"
+                "P2/P3 run {run}: {name}: {secs:.2} s, {} bytes fetched, {} events, fill p50 {} us",
+                f.fetched,
+                f.events,
+                f.p50_us
             );
             cx.sample(&format!("p3.{name}.secs"), run, secs);
-            cx.sample(&format!("p2.{name}.fetched_bytes"), run, fetched as f64);
-            cx.sample(&format!("p2.{name}.events"), run, events as f64);
-            cx.sample(&format!("p2.{name}.p50_us"), run, p50 as f64);
+            cx.sample(&format!("p2.{name}.p50_us"), run, f.p50_us as f64);
             sys::remove_tree(&dst)?;
         }
     }
@@ -502,14 +468,12 @@ fn p4_hsm(cx: &Ctx, run: usize, project: &Path, work: &Path, home: &Path, how: L
         fetched,
         events,
         p50_us: p50,
-    } = sys::Fills::of(&stats)?;
+    } = cx.sample_fills(&format!("p4.{name}"), run, &stats)?;
     say!(
         "P4 run {run}: {name} (fault mode): {secs:.2} s, {fetched} bytes fetched, {events} events, fill p50 {p50} us, du {du}"
     );
     cx.sample(&format!("p4.{name}.secs"), run, secs);
     cx.sample(&format!("p4.{name}.du_bytes"), run, du as f64);
-    cx.sample(&format!("p4.{name}.fetched_bytes"), run, fetched as f64);
-    cx.sample(&format!("p4.{name}.events"), run, events as f64);
     if plain {
         // The same build again from the now partly filled copy, page cache
         // dropped, daemon still running: the cost once the data is local.

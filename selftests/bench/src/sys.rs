@@ -3,14 +3,14 @@
 //! commands, and the hsm-serve daemon.
 
 use anyhow::{anyhow, bail, Context, Result};
+use hsm::driver::NoLine;
 use std::collections::HashSet;
+use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const PAGE: u64 = 4096;
@@ -60,38 +60,17 @@ pub fn which(prog: &str) -> Option<PathBuf> {
 
 /// A tool built next to this binary (hsm-populate, hsm-serve).
 pub fn tool(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("current_exe")?;
-    let p = exe
-        .parent()
-        .map(|d| d.join(name))
-        .ok_or_else(|| anyhow!("{} has no directory", exe.display()))?;
-    if !p.is_file() {
-        bail!(
-            "{} not found next to {} (build the workspace: cargo build --release)",
-            p.display(),
-            exe.display()
-        );
-    }
-    Ok(p)
+    hsm::driver::tool(name).map_err(|e| anyhow!(e))
 }
 
 /// Write back dirty data and drop the whole page cache, dentries and inodes.
 pub fn drop_caches() -> Result<()> {
-    nix::unistd::sync();
-    std::fs::write("/proc/sys/vm/drop_caches", "3").context("write /proc/sys/vm/drop_caches")
+    hsm::cache::drop_all().context("write /proc/sys/vm/drop_caches")
 }
 
-/// Drop the cached pages of one file (it must be clean).
+/// Drop the cached pages of one file.
 pub fn drop_file_cache(f: &File) -> Result<()> {
-    nix::unistd::fsync(f.as_raw_fd()).context("fsync")?;
-    nix::fcntl::posix_fadvise(
-        f.as_raw_fd(),
-        0,
-        0,
-        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-    )
-    .context("fadvise DONTNEED")?;
-    Ok(())
+    hsm::cache::drop_file(f).context("fsync and fadvise DONTNEED")
 }
 
 /// Pages of `f` in the page cache (cachestat(2): no mapping, so no
@@ -289,7 +268,7 @@ pub fn populate(src: &Path, dst: &Path) -> Result<String> {
 }
 
 /// The `key=value` pairs of a `ready:` or `stats:` line.
-pub type Kv = std::collections::BTreeMap<String, u64>;
+pub use hsm::driver::Kv;
 
 /// The counters of a `stats:` line the benchmark reports.
 pub struct Fills {
@@ -309,80 +288,63 @@ impl Fills {
     }
 }
 
-/// A running hsm-serve; killed on drop if still running.
+/// A running hsm-serve (the one driver, [`hsm::driver::Serve`], with its
+/// errors as `anyhow` errors; its stderr goes to the console); killed on
+/// drop if still running.
 pub struct Serve {
-    child: Child,
-    lines: Receiver<String>,
+    d: hsm::driver::Serve,
     pub ready: Kv,
 }
 
 /// How long hsm-serve may take to mark a large tree under TCG.
 const READY_WAIT: Duration = Duration::from_secs(900);
+/// How long it may take to print its counters.
+const STATS_WAIT: Duration = Duration::from_secs(300);
 
 impl Serve {
     /// `hsm-serve SRC DST --mode MODE [EXTRA...]`, waiting for its `ready:`
     /// line.
     pub fn start(src: &Path, dst: &Path, mode: &str, extra: &[&str]) -> Result<Serve> {
-        let mut child = Command::new(tool("hsm-serve")?)
-            .arg(src)
-            .arg(dst)
-            .args(["--mode", mode])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("spawn hsm-serve")?;
-        let out = child.stdout.take().context("hsm-serve stdout")?;
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    return;
-                }
-            }
-        });
-        let mut s = Serve {
-            child,
-            lines,
-            ready: Kv::new(),
-        };
-        let line = s.wait_line("ready:", READY_WAIT)?;
-        s.ready = hsm::stats::parse_line(&line, "ready:").unwrap_or_default();
-        Ok(s)
-    }
-
-    fn wait_line(&mut self, prefix: &str, wait: Duration) -> Result<String> {
-        let end = Instant::now() + wait;
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) if l.starts_with(prefix) => return Ok(l),
-                Ok(_) => {}
-                Err(RecvTimeoutError::Timeout) => {
-                    bail!("hsm-serve printed no '{prefix}' line in {wait:?}")
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    let st = self.child.wait().context("wait for hsm-serve")?;
-                    bail!("hsm-serve exited ({st}) before printing '{prefix}'")
+        let mut args = vec![src.as_os_str(), dst.as_os_str()];
+        args.extend(
+            ["--mode", mode]
+                .into_iter()
+                .chain(extra.iter().copied())
+                .map(OsStr::new),
+        );
+        let mut d = hsm::driver::Serve::spawn(&args, None).map_err(|e| anyhow!(e))?;
+        if let Err(e) = d.wait_ready(READY_WAIT, |_| {}) {
+            match e {
+                NoLine::Timeout => bail!("hsm-serve printed no 'ready:' line in {READY_WAIT:?}"),
+                NoLine::Closed => {
+                    let st = d.wait_exit(STATS_WAIT).context("wait for hsm-serve")?;
+                    bail!("hsm-serve exited ({st:?}) before printing 'ready:'")
                 }
             }
         }
+        let ready = d.ready.clone();
+        Ok(Serve { d, ready })
     }
 
     /// The current `stats:` pairs (SIGUSR1); the daemon keeps running.
     pub fn stats(&mut self) -> Result<Kv> {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR1).context("kill hsm-serve")?;
-        let line = self.wait_line("stats:", Duration::from_secs(300))?;
-        Ok(hsm::stats::parse_line(&line, "stats:").unwrap_or_default())
+        self.d.stats(STATS_WAIT, |_| {}).map_err(|e| anyhow!(e))
     }
 
     /// SIGTERM, wait, and return the final `stats:` pairs.
     pub fn stop(mut self) -> Result<Kv> {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).context("kill hsm-serve")?;
-        let line = self.wait_line("stats:", Duration::from_secs(300))?;
-        let st = self.child.wait().context("wait for hsm-serve")?;
+        self.d
+            .signal(nix::sys::signal::Signal::SIGTERM)
+            .context("kill hsm-serve")?;
+        let line = self
+            .d
+            .next_line("stats:", STATS_WAIT, |_| {})
+            .map_err(|e| anyhow!("hsm-serve printed no final 'stats:' line: {e}"))?;
+        let st = self
+            .d
+            .wait_exit(STATS_WAIT)
+            .context("wait for hsm-serve")?
+            .context("hsm-serve still runs after its final stats")?;
         if !st.success() {
             bail!("hsm-serve exited with {st}");
         }
@@ -391,13 +353,6 @@ impl Serve {
             bail!("hsm-serve reported errors: {line}");
         }
         Ok(kv)
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

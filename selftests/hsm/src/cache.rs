@@ -1,5 +1,7 @@
-//! Page-cache accounting that neither maps nor reads the file, so it sends
-//! no pre-content event: cachestat(2).
+//! The page-cache helpers of the selftests: accounting that neither maps
+//! nor reads the file, so it sends no pre-content event (cachestat(2)), and
+//! the one way each to drop the cache of a file or of the whole system
+//! (fpc-tests' `common::drop_cache` and fpc-bench use these).
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -43,4 +45,24 @@ pub fn cached_pages(f: &File, off: u64, len: u64) -> std::io::Result<u64> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(cs.nr_cache)
+}
+
+/// Drop the cached pages of `f` (fsync first: POSIX_FADV_DONTNEED drops
+/// clean pages only), so the next access must read.
+pub fn drop_file(f: &File) -> std::io::Result<()> {
+    nix::unistd::fsync(f.as_raw_fd())?;
+    nix::fcntl::posix_fadvise(
+        f.as_raw_fd(),
+        0,
+        0,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    )?;
+    Ok(())
+}
+
+/// Write back dirty data and drop the whole page cache, dentries and
+/// inodes (`/proc/sys/vm/drop_caches`, root only).
+pub fn drop_all() -> std::io::Result<()> {
+    nix::unistd::sync();
+    std::fs::write("/proc/sys/vm/drop_caches", "3")
 }

@@ -9,6 +9,9 @@
 //! * [`stats`]: the daemon's counters and latency histogram, and the parser
 //!   of the `stats:` lines it prints.
 //! * [`util`]: size and page-list arguments, a small deterministic RNG.
+//! * [`cache`]: cachestat(2), dropping a file's or the whole page cache.
+//! * [`map`]: the file mapping (mmap wrapper) of the tools and the tests.
+//! * [`driver`]: running `hsm-serve` from fpc-tests and fpc-bench.
 //!
 //! # On-disk conventions (shared by the tools)
 //!
@@ -21,6 +24,8 @@
 //!   [`ranges::RangeSet::encode`] for the format.
 
 pub mod cache;
+pub mod driver;
+pub mod map;
 pub mod pattern;
 pub mod ranges;
 pub mod state;

@@ -61,6 +61,22 @@ pub fn mismatch(off: u64, buf: &[u8]) -> Option<usize> {
     None
 }
 
+/// Write the pattern of `0..size` to `f` from its current position, in
+/// 1 MiB pieces (the one pattern-file writer: `hsm-validate create`,
+/// fpc-tests' `common::create_pattern_file`, fpc-bench's P1 file).
+pub fn write_file(f: &mut impl std::io::Write, size: u64) -> std::io::Result<()> {
+    let chunk = 1 << 20;
+    let mut buf = vec![0u8; chunk];
+    let mut off = 0;
+    while off < size {
+        let n = (chunk as u64).min(size - off) as usize;
+        fill(off, &mut buf[..n]);
+        f.write_all(&buf[..n])?;
+        off += n as u64;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@ use fanotify::{Event, Fanotify, Range, Response};
 use ltp::res::OrBrok;
 use ltp::{tconf, tinfo};
 use nix::errno::Errno;
-use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
+use nix::sys::mman::{MapFlags, ProtFlags};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -38,17 +38,10 @@ pub fn pattern_mismatch(off: u64, buf: &[u8]) -> Option<usize> {
     hsm::pattern::mismatch(off, buf)
 }
 
-/// A file of `size` bytes holding the pattern.
+/// A file of `size` bytes holding the pattern ([`hsm::pattern::write_file`]).
 pub fn create_pattern_file(path: &Path, size: u64) {
-    let f = std::fs::File::create(path).or_brok(&format!("create {}", path.display()));
-    let chunk = 1 << 20;
-    let mut off = 0;
-    while off < size {
-        let n = chunk.min(size - off);
-        f.write_all_at(&pattern(off, n as usize), off)
-            .or_brok("write pattern");
-        off += n;
-    }
+    let mut f = std::fs::File::create(path).or_brok(&format!("create {}", path.display()));
+    hsm::pattern::write_file(&mut f, size).or_brok("write pattern");
     f.sync_all().or_brok("fsync");
 }
 
@@ -59,18 +52,11 @@ pub fn create_sparse_file(path: &Path, size: u64) {
     f.set_len(size).or_brok("ftruncate");
 }
 
-/// Drop the page cache of `path` (clean pages only) so the next access
-/// must read.
+/// Drop the page cache of `path` (fsync, then clean pages) so the next
+/// access must read: [`hsm::cache::drop_file`], the one cache-drop helper.
 pub fn drop_cache(path: &Path) {
     let f = std::fs::File::open(path).or_brok("open for fadvise");
-    nix::unistd::fsync(f.as_raw_fd()).or_brok("fsync");
-    nix::fcntl::posix_fadvise(
-        f.as_raw_fd(),
-        0,
-        0,
-        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-    )
-    .or_brok("fadvise DONTNEED");
+    hsm::cache::drop_file(&f).or_brok("fsync and fadvise DONTNEED");
 }
 
 /// The filesystems that support pre-content marks (SB_I_ALLOW_HSM), by
@@ -196,6 +182,26 @@ impl Listener {
         }
     }
 
+    /// A listener that fills every requested range with the bytes of
+    /// `source` at the same offsets (a copy of a real file: a program) and
+    /// allows; a failed fill is denied with EIO.
+    pub fn copying(group: Fanotify, source: Arc<Vec<u8>>) -> Self {
+        Self::start(
+            group,
+            Box::new(move |ctx| {
+                let (Some(fd), Some(r)) = (&ctx.event.fd, ctx.event.range()) else {
+                    return Response::Allow;
+                };
+                let end = (r.offset + r.count).min(source.len() as u64) as usize;
+                let start = (r.offset as usize).min(end);
+                match nix::sys::uio::pwrite(fd.as_fd(), &source[start..end], start as i64) {
+                    Ok(_) => Response::Allow,
+                    Err(_) => Response::DenyErrno(libc::EIO),
+                }
+            }),
+        )
+    }
+
     /// A listener that fills every requested range with the pattern and allows.
     pub fn filling(group: Fanotify) -> Self {
         Self::start(
@@ -255,76 +261,67 @@ pub fn lazy_group(path: &Path, flags: u32) -> Fanotify {
     pre_content_group(path, flags, FAN_PRE_ACCESS | FAN_PRE_FAULT)
 }
 
-/// A file mapping, unmapped on drop.
-pub struct Map {
-    ptr: std::ptr::NonNull<libc::c_void>,
-    pub len: usize,
+/// A file mapping, unmapped on drop: the one mmap wrapper of the selftests
+/// (`Map::new(file, first page, pages, prot, flags)`, pages of
+/// [`page_size()`]), shared with hsm-validate and fpc-bench.
+pub use hsm::map::Map;
+
+/// What a mark-validation row marks (pre_access_mark_errors,
+/// pre_fault_mark_validation).
+#[derive(Clone, Copy)]
+pub enum Obj {
+    File,
+    Dir,
+    Fifo,
+    /// The test filesystem's mount point (for filesystem and mount marks).
+    Mnt,
+    /// A file on a tmpfs, which has no pre-content support.
+    TmpfsFile,
 }
 
-impl Map {
-    pub fn new(
-        f: &std::fs::File,
-        page_off: u64,
-        pages: u64,
-        prot: ProtFlags,
-        flags: MapFlags,
-    ) -> nix::Result<Self> {
-        let len = (pages * page_size()) as usize;
-        // SAFETY: a new mapping of a file we own, at an address the kernel
-        // picks; it is unmapped only in Drop.
-        let ptr = unsafe {
-            mmap(
-                None,
-                std::num::NonZeroUsize::new(len).expect("empty map"),
-                prot,
-                flags,
-                f,
-                (page_off * page_size()) as i64,
-            )
-        }?;
-        Ok(Map { ptr, len })
-    }
+/// The objects of [`Obj`], made in the test directory: a sparse file of
+/// `file_size` bytes, a directory, a fifo, and a one-page file on a tmpfs
+/// mounted for the test (unmounted on drop).
+pub struct MarkObjects {
+    pub file: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    fifo: std::path::PathBuf,
+    mnt: std::path::PathBuf,
+    tfile: std::path::PathBuf,
+    _tmpfs: ltp::fs::Mounted,
+}
 
-    pub fn addr(&self, page: u64) -> *mut u8 {
-        assert!(page * page_size() < self.len as u64);
-        // SAFETY: in bounds, checked above.
-        unsafe { (self.ptr.as_ptr() as *mut u8).add((page * page_size()) as usize) }
-    }
-
-    /// Read one page through the mapping (faults it in).
-    pub fn read_page(&self, page: u64) -> Vec<u8> {
-        let p = self.addr(page);
-        let mut v = vec![0u8; page_size() as usize];
-        for (i, b) in v.iter_mut().enumerate() {
-            // SAFETY: p..p+page_size() lies inside the mapping; volatile so every
-            // read really touches the mapping.
-            *b = unsafe { std::ptr::read_volatile(p.add(i)) };
+impl MarkObjects {
+    pub fn new(ctx: &ltp::Ctx, file_size: u64) -> Self {
+        let file = ctx.path("file");
+        create_sparse_file(&file, file_size);
+        let dir = ctx.path("dir");
+        std::fs::create_dir(&dir).or_brok("mkdir");
+        let fifo = ctx.path("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .or_brok("mkfifo");
+        let tmnt = ctx.path("tmpfs");
+        let tmpfs = ltp::Fs::Tmpfs.mount(&ctx.mnt, &tmnt).or_brok("mount tmpfs");
+        let tfile = tmnt.join("file");
+        create_sparse_file(&tfile, page_size());
+        MarkObjects {
+            file,
+            dir,
+            fifo,
+            mnt: ctx.mnt.clone(),
+            tfile,
+            _tmpfs: tmpfs,
         }
-        v
     }
 
-    /// Touch the first byte of a page (faults it in).
-    pub fn touch(&self, page: u64) -> u8 {
-        // SAFETY: inside the mapping.
-        unsafe { std::ptr::read_volatile(self.addr(page)) }
-    }
-
-    pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: the mapping is len readable bytes for the life of self.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr() as *const u8, self.len) }
-    }
-}
-
-// SAFETY: a Map is a plain memory range; reading it from several threads is
-// what the concurrency tests do, and unmapping needs &mut (Drop).
-unsafe impl Sync for Map {}
-// SAFETY: as above; the mapping belongs to the process, not a thread.
-unsafe impl Send for Map {}
-
-impl Drop for Map {
-    fn drop(&mut self) {
-        // SAFETY: ptr/len came from mmap and nothing borrows them past self.
-        let _ = unsafe { munmap(self.ptr, self.len) };
+    pub fn path(&self, o: Obj) -> &Path {
+        match o {
+            Obj::File => &self.file,
+            Obj::Dir => &self.dir,
+            Obj::Fifo => &self.fifo,
+            Obj::Mnt => &self.mnt,
+            Obj::TmpfsFile => &self.tfile,
+        }
     }
 }
 
@@ -369,6 +366,20 @@ impl LazyStub {
             listener,
         }
     }
+}
+
+/// A sparse stub of `size` bytes at `path` watched lazily (FAN_PRE_ACCESS |
+/// FAN_PRE_FAULT inode mark) by a listener that fills what it is asked for,
+/// opened read-write (for the rows that map and do I/O on it themselves).
+pub fn lazy_stub_rw(path: &Path, size: u64) -> (Listener, std::fs::File) {
+    create_sparse_file(path, size);
+    let l = Listener::filling(lazy_group(path, FAN_MARK_INODE));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .or_brok("open the stub");
+    (l, file)
 }
 
 /// Flags of the page frames behind a process's mappings: /proc/self/pagemap
@@ -548,4 +559,35 @@ pub fn uring_pread(fd: RawFd, m: &Map, page: u64, len: u32, off: u64) -> i32 {
     // SAFETY: the buffer lies inside the mapping `m`, which the caller holds
     // (and `fd` open) until uring_one() returns with the completion.
     unsafe { uring_one(sqe) }
+}
+
+/// The read_ahead_kb file of the bdi that files of the `fs` filesystem
+/// mounted at `mnt` read ahead with: its loop device's queue, or btrfs's own
+/// bdi (found through /sys/fs/btrfs/*/devices).  A file takes its window from
+/// it when it is opened.
+pub fn read_ahead_kb_file(fs: ltp::Fs, mnt: &Path) -> std::path::PathBuf {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").or_brok("read mountinfo");
+    let want = mnt.to_string_lossy();
+    let source = info
+        .lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let point = pre.split_whitespace().nth(4)?;
+            (point == want).then(|| post.split_whitespace().nth(1).map(str::to_string))?
+        })
+        .next_back()
+        .unwrap_or_else(|| ltp::tbrok!("{} is not in /proc/self/mountinfo", mnt.display()));
+    let dev = source.trim_start_matches("/dev/").to_string();
+    if fs != ltp::Fs::Btrfs {
+        return std::path::PathBuf::from(format!("/sys/block/{dev}/queue/read_ahead_kb"));
+    }
+    for d in std::fs::read_dir("/sys/fs/btrfs")
+        .or_brok("read /sys/fs/btrfs")
+        .flatten()
+    {
+        if d.path().join("devices").join(&dev).exists() {
+            return d.path().join("bdi").join("read_ahead_kb");
+        }
+    }
+    ltp::tbrok!("no /sys/fs/btrfs/*/devices/{dev}")
 }

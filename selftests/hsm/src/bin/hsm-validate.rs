@@ -8,11 +8,11 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use hsm::map::Map;
 use hsm::util::{parse_pages, parse_size, Rng};
 use hsm::{pattern, PAGE};
-use nix::sys::mman::{madvise, mmap, munmap, MapFlags, MmapAdvise, ProtFlags};
+use nix::sys::mman::MmapAdvise;
 use std::fs::File;
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -121,16 +121,7 @@ fn main() -> ExitCode {
 
 fn create(path: &Path, size: u64) -> Result<()> {
     let mut f = File::create(path).with_context(|| format!("create {}", path.display()))?;
-    let chunk = 1 << 20;
-    let mut buf = vec![0u8; chunk];
-    let mut off = 0;
-    while off < size {
-        let n = (chunk as u64).min(size - off) as usize;
-        pattern::fill(off, &mut buf[..n]);
-        f.write_all(&buf[..n])
-            .with_context(|| format!("write {} at offset {off}", path.display()))?;
-        off += n as u64;
-    }
+    pattern::write_file(&mut f, size).with_context(|| format!("write {}", path.display()))?;
     f.sync_all()
         .with_context(|| format!("fsync {}", path.display()))?;
     println!(
@@ -139,24 +130,6 @@ fn create(path: &Path, size: u64) -> Result<()> {
         size.div_ceil(PAGE)
     );
     Ok(())
-}
-
-/// A read-only shared mapping of a whole file.
-struct Mapping {
-    ptr: std::ptr::NonNull<libc::c_void>,
-    len: usize,
-}
-
-// SAFETY: a read-only mapping; threads only read it, it is unmapped in Drop.
-unsafe impl Sync for Mapping {}
-// SAFETY: as above.
-unsafe impl Send for Mapping {}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: ptr/len came from mmap; no borrow outlives self.
-        let _ = unsafe { munmap(self.ptr, self.len) };
-    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -205,31 +178,14 @@ fn check(
         passes.push(Via::Pread);
     }
     let mapping = if via != Via::Pread && size > 0 {
-        let len = std::num::NonZeroUsize::new(size as usize).context("file too large to map")?;
-        // SAFETY: a new read-only shared mapping of a file we hold open; it
-        // is unmapped when `Mapping` drops, after every thread has joined.
-        let ptr = unsafe {
-            mmap(
-                None,
-                len,
-                ProtFlags::PROT_READ,
-                MapFlags::MAP_SHARED,
-                &*f,
-                0,
-            )
-        }
-        .with_context(|| format!("mmap {}", path.display()))?;
-        let m = Mapping {
-            ptr,
-            len: size as usize,
-        };
+        // Unmapped when the last Arc drops, after every thread has joined.
+        let m = Map::whole_ro(&f, size).with_context(|| format!("mmap {}", path.display()))?;
         let adv = match advice {
             Advice::Normal => MmapAdvise::MADV_NORMAL,
             Advice::Random => MmapAdvise::MADV_RANDOM,
             Advice::Sequential => MmapAdvise::MADV_SEQUENTIAL,
         };
-        // SAFETY: advice on our own mapping; it changes no memory contents.
-        unsafe { madvise(m.ptr, m.len, adv) }.context("madvise")?;
+        m.advise(adv).context("madvise")?;
         Some(Arc::new(m))
     } else {
         None
@@ -293,7 +249,7 @@ fn check(
 }
 
 /// Check `pages` in the given order; the lowest bad offset found.
-fn check_pages(pages: &[u64], size: u64, via: Via, f: &File, m: Option<&Mapping>) -> Option<Bad> {
+fn check_pages(pages: &[u64], size: u64, via: Via, f: &File, m: Option<&Map>) -> Option<Bad> {
     let mut buf = vec![0u8; PAGE as usize];
     let mut worst: Option<Bad> = None;
     for &p in pages {
@@ -301,9 +257,9 @@ fn check_pages(pages: &[u64], size: u64, via: Via, f: &File, m: Option<&Mapping>
         let len = PAGE.min(size - off) as usize;
         let data: &[u8] = match (via, m) {
             (Via::Mmap, Some(m)) => {
-                // SAFETY: off + len <= size == m.len; the mapping lives
+                // SAFETY: off + len <= size <= m.len; the mapping lives
                 // while this thread runs (the caller joins before dropping).
-                let src = unsafe { (m.ptr.as_ptr() as *const u8).add(off as usize) };
+                let src = unsafe { m.as_slice().as_ptr().add(off as usize) };
                 for (i, b) in buf[..len].iter_mut().enumerate() {
                     // SAFETY: in bounds as above; volatile so that every
                     // byte is really loaded through the mapping.

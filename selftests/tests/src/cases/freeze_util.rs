@@ -12,7 +12,7 @@ use crate::common::*;
 use fanotify::consts::*;
 use fanotify::Response;
 use ltp::res::OrBrok;
-use ltp::{tfail, tinfo, tpass};
+use ltp::{tfail, tinfo, tpass, Ctx, Fs, Test};
 use nix::sys::mman::{MapFlags, ProtFlags};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -20,6 +20,40 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, RecvTimeoutError};
 use std::time::{Duration, Instant};
+
+/// What pre_fault_freeze and pre_fault_freeze_cross share: needs, the
+/// filesystems, the feature probe, what they guard, the timeout.  Each
+/// adds its name, doc, body and cleanup.
+pub const TEST_BASE: Test = Test {
+    needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS"],
+    filesystems: &[Fs::Ext4, Fs::Xfs, Fs::Btrfs],
+    probe: Some(probe),
+    tags: &[
+        (
+            "cover-letter",
+            "Objections of the revert, answered: 1 (freeze deadlock)",
+        ),
+        (
+            "cover-letter",
+            "Design: reads and writes fault lazy buffers in outside their locks",
+        ),
+    ],
+    needs_cmds: &["fsfreeze"],
+    timeout: Duration::from_secs(300),
+    ..Test::DEFAULT
+};
+
+/// Races per filesystem.
+pub const ITERATIONS: usize = 50;
+
+/// Does the kernel have lazy marks at all?  `lazy_group()` TCONFs on the
+/// base kernel (no FAN_PRE_FAULT); after this probe, a TCONF is a TFAIL.
+fn probe(ctx: &Ctx) -> Result<(), String> {
+    let probe = ctx.path("probe");
+    create_sparse_file(&probe, page_size());
+    drop(lazy_group(&probe, FAN_MARK_INODE));
+    Ok(())
+}
 
 /// Pages of each lazy file the writer copies.
 const PAGES: u64 = 16;

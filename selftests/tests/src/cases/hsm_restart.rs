@@ -21,7 +21,7 @@ use ltp::res::OrBrok;
 use ltp::{tbrok, tcheck, tinfo, Ctx, Test};
 use nix::sys::signal::Signal;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 pub const TEST: Test = Test {
@@ -97,14 +97,13 @@ fn run(ctx: &Ctx) {
         tcheck!(code == 0, "{}: first 64 pages exact: {out}", c.what);
         let first = s.stats();
         // A reader of the whole file; stop the daemon while it fetches.
-        let mut reader = Command::new(tool("hsm-validate"))
-            .arg("check")
-            .arg(&file)
-            .args(["--via", "mmap", "--threads", "2", "--advice", "random"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .or_brok("spawn reader");
+        let mut reader = check_cmd(
+            &file,
+            &["--via", "mmap", "--threads", "2", "--advice", "random"],
+        )
+        .stderr(Stdio::null())
+        .spawn()
+        .or_brok("spawn reader");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let now = s.stats();

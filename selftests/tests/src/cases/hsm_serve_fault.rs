@@ -163,21 +163,16 @@ fn run(ctx: &Ctx) {
     let shared = dst.join("shared");
     let readers: Vec<_> = (0..4)
         .map(|i| {
-            std::process::Command::new(tool("hsm-validate"))
-                .arg("check")
-                .arg(&shared)
-                .args(["--via", "mmap", "--threads", "4", "--seed"])
-                .arg((100 + i).to_string())
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .or_brok("spawn reader")
+            let seed = (100 + i).to_string();
+            check_cmd(
+                &shared,
+                &["--via", "mmap", "--threads", "4", "--seed", &seed],
+            )
+            .spawn()
+            .or_brok("spawn reader")
         })
         .collect();
-    let ok = readers
-        .into_iter()
-        .map(|mut r| r.wait().or_brok("wait reader"))
-        .filter(|st| st.success())
-        .count();
+    let ok = wait_ok(readers);
     let after = s.stats();
     let fetched = kv(&after, "fetched_bytes") - kv(&before, "fetched_bytes");
     tinfo!(

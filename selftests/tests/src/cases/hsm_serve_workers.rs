@@ -13,7 +13,6 @@ use super::hsm_util::*;
 use ltp::res::OrBrok;
 use ltp::{tcheck, tinfo, Ctx, Fs, Test};
 use nix::sys::signal::Signal;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const TEST: Test = Test {
@@ -49,20 +48,15 @@ fn run(ctx: &Ctx) {
         let readers: Vec<_> = ["a", "b"]
             .iter()
             .map(|f| {
-                Command::new(tool("hsm-validate"))
-                    .arg("check")
-                    .arg(dst.join(f))
-                    .args(["--via", "mmap", "--pages", "3", "--advice", "random"])
-                    .stdout(Stdio::null())
-                    .spawn()
-                    .or_brok("spawn reader")
+                check_cmd(
+                    &dst.join(f),
+                    &["--via", "mmap", "--pages", "3", "--advice", "random"],
+                )
+                .spawn()
+                .or_brok("spawn reader")
             })
             .collect();
-        let ok = readers
-            .into_iter()
-            .map(|mut r| r.wait().or_brok("wait reader"))
-            .filter(|st| st.success())
-            .count();
+        let ok = wait_ok(readers);
         let took = t0.elapsed();
         let (_, last) = s.stop(Signal::SIGTERM);
         let par = last.map(|m| kv(&m, "max_parallel")).unwrap_or_default();

@@ -4,35 +4,18 @@
 
 use ltp::res::OrBrok;
 use ltp::{tbrok, tconf, tinfo};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use std::collections::BTreeMap;
+use nix::sys::signal::Signal;
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use hsm::ranges::RangeSet;
 
 /// A tool binary in the directory of the running fpc-tests.
 pub fn tool(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().or_brok("current_exe");
-    let p = exe
-        .parent()
-        .map(|d| d.join(name))
-        .unwrap_or_else(|| PathBuf::from(name));
-    if !p.is_file() {
-        tbrok!(
-            "{} not found next to {} (build the hsm crate)",
-            p.display(),
-            exe.display()
-        );
-    }
-    p
+    hsm::driver::tool(name).unwrap_or_else(|e| tbrok!("{e}"))
 }
 
 /// Run a tool to completion.
@@ -96,8 +79,29 @@ pub fn validate(path: &Path, args: &[&str]) -> (i32, String) {
     )
 }
 
+/// `hsm-validate check PATH ARGS...` to start in the background, its
+/// stdout discarded: a reader that runs while the test watches the daemon.
+pub fn check_cmd(path: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(tool("hsm-validate"));
+    c.arg("check")
+        .arg(path)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    c
+}
+
+/// Wait for every reader: how many exited with success.
+pub fn wait_ok(readers: Vec<Child>) -> usize {
+    readers
+        .into_iter()
+        .map(|mut r| r.wait().or_brok("wait reader"))
+        .filter(|st| st.success())
+        .count()
+}
+
 /// The `key=value` pairs of a `stats:` or `ready:` line.
-pub type Kv = BTreeMap<String, u64>;
+pub use hsm::driver::Kv;
 
 pub fn kv(m: &Kv, key: &str) -> u64 {
     m.get(key)
@@ -105,11 +109,11 @@ pub fn kv(m: &Kv, key: &str) -> u64 {
         .unwrap_or_else(|| tbrok!("no {key}= in hsm-serve output {m:?}"))
 }
 
-/// A running hsm-serve; SIGKILLed on drop if still running.
+/// A running hsm-serve (the one driver, [`hsm::driver::Serve`], with its
+/// errors as TBROK/TCONF and its output logged); SIGKILLed on drop if still
+/// running.
 pub struct Serve {
-    child: Child,
-    lines: Receiver<String>,
-    stderr: Arc<Mutex<Vec<String>>>,
+    d: hsm::driver::Serve,
     /// The `ready:` line's pairs.
     pub ready: Kv,
 }
@@ -117,132 +121,60 @@ pub struct Serve {
 /// How long hsm-serve may take to come up or to answer SIGUSR1 (TCG).
 const WAIT: Duration = Duration::from_secs(60);
 
+/// Other stdout lines of hsm-serve, for the record.
+fn log_line(l: &str) {
+    tinfo!("hsm-serve: {l}");
+}
+
+fn log_stderr(l: &str) {
+    tinfo!("hsm-serve stderr: {l}");
+}
+
 impl Serve {
     /// Start `hsm-serve ARGS` and wait for its ready line.  TCONF when it
     /// exits with status 3 (kernel or filesystem lacks the feature), TBROK
     /// on any other failure.
     pub fn start<S: AsRef<OsStr>>(args: &[S]) -> Serve {
-        let mut child = Command::new(tool("hsm-serve"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .or_brok("spawn hsm-serve");
-        let (tx, lines) = channel();
-        let out = child
-            .stdout
-            .take()
-            .ok_or("no pipe")
-            .or_brok("hsm-serve stdout");
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    return;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let err = child
-            .stderr
-            .take()
-            .ok_or("no pipe")
-            .or_brok("hsm-serve stderr");
-        let e2 = stderr.clone();
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                tinfo!("hsm-serve stderr: {l}");
-                e2.lock().unwrap().push(l);
-            }
-        });
-        let mut s = Serve {
-            child,
-            lines,
-            stderr,
-            ready: Kv::new(),
-        };
-        match s.next_line("ready:") {
-            Some(l) => {
-                tinfo!("hsm-serve {l}");
-                s.ready = hsm::stats::parse_line(&l, "ready:").unwrap_or_default();
-            }
-            None => {
-                let st = s.child.wait().or_brok("wait hsm-serve");
-                // Let the stderr reader catch up.
-                std::thread::sleep(Duration::from_millis(100));
-                let msg = s.stderr.lock().unwrap().join(" | ");
+        let mut d =
+            hsm::driver::Serve::spawn(args, Some(log_stderr)).unwrap_or_else(|e| tbrok!("{e}"));
+        match d.wait_ready(WAIT, log_line) {
+            Ok(l) => tinfo!("hsm-serve {l}"),
+            Err(_) => {
+                let st = match d.wait_exit(WAIT).or_brok("wait hsm-serve") {
+                    Some(st) => st,
+                    None => tbrok!("hsm-serve printed no ready line in {WAIT:?} and still runs"),
+                };
+                // Its whole stderr: the reader has reached EOF.
+                let msg = d.stderr();
                 if code(&st) == hsm::EXIT_UNSUPPORTED {
                     tconf!("{msg}");
                 }
                 tbrok!("hsm-serve did not get ready ({st}): {msg}");
             }
         }
-        s
-    }
-
-    /// The next stdout line starting with `prefix` (others are logged);
-    /// None if hsm-serve closed stdout or `WAIT` passed.
-    fn next_line(&mut self, prefix: &str) -> Option<String> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) if l.starts_with(prefix) => return Some(l),
-                Ok(l) => tinfo!("hsm-serve: {l}"),
-                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
-                    return None
-                }
-            }
-        }
-    }
-
-    fn signal(&self, sig: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), sig).or_brok("signal hsm-serve");
+        let ready = d.ready.clone();
+        Serve { d, ready }
     }
 
     /// Counters now (SIGUSR1).
     pub fn stats(&mut self) -> Kv {
-        self.signal(Signal::SIGUSR1);
-        match self.next_line("stats:") {
-            Some(l) => hsm::stats::parse_line(&l, "stats:").unwrap_or_default(),
-            None => tbrok!("hsm-serve printed no stats line after SIGUSR1"),
-        }
+        self.d
+            .stats(WAIT, log_line)
+            .unwrap_or_else(|e| tbrok!("{e}"))
     }
 
     /// Still running?
     pub fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        self.d.alive()
     }
 
     /// Send `sig` and wait for the exit: (status, final stats line if any).
     pub fn stop(mut self, sig: Signal) -> (ExitStatus, Option<Kv>) {
-        self.signal(sig);
-        let deadline = Instant::now() + WAIT;
-        let st = loop {
-            if let Some(st) = self.child.try_wait().or_brok("wait hsm-serve") {
-                break st;
-            }
-            if Instant::now() > deadline {
-                tbrok!("hsm-serve still running {} s after {sig:?}", WAIT.as_secs());
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        self.d.signal(sig).or_brok("signal hsm-serve");
+        let Some(st) = self.d.wait_exit(WAIT).or_brok("wait hsm-serve") else {
+            tbrok!("hsm-serve still running {} s after {sig:?}", WAIT.as_secs());
         };
-        let mut last = None;
-        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(2)) {
-            if let Some(m) = hsm::stats::parse_line(&l, "stats:") {
-                last = Some(m);
-            }
-        }
-        (st, last)
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        (st, self.d.last_stats(Duration::from_secs(2)))
     }
 }
 

@@ -14,8 +14,6 @@ use fanotify::Fanotify;
 use ltp::res::OrBrok;
 use ltp::{texp_fail, tfail, tpass, Ctx, Fs, Test};
 use nix::errno::Errno;
-use nix::sys::stat::Mode;
-use std::path::PathBuf;
 
 pub const TEST: Test = Test {
     name: "pre_access_mark_errors",
@@ -33,14 +31,6 @@ pub const TEST: Test = Test {
     run,
     ..Test::DEFAULT
 };
-
-#[derive(Clone, Copy)]
-enum Obj {
-    File,
-    Dir,
-    Fifo,
-    TmpfsFile,
-}
 
 struct Case {
     what: &'static str,
@@ -119,24 +109,10 @@ const CASES: &[Case] = &[
 ];
 
 fn run(ctx: &Ctx) {
-    let file = ctx.path("file");
-    create_pattern_file(&file, 4096);
-    let dir = ctx.path("dir");
-    std::fs::create_dir(&dir).or_brok("mkdir");
-    let fifo = ctx.path("fifo");
-    nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).or_brok("mkfifo");
-    let tmnt = ctx.path("tmpfs");
-    let _tmpfs = Fs::Tmpfs.mount(&ctx.mnt, &tmnt).or_brok("mount tmpfs");
-    let tfile = tmnt.join("file");
-    create_pattern_file(&tfile, 4096);
-
+    // Marks only: the files' content does not matter.
+    let objs = MarkObjects::new(ctx, page_size());
     for c in CASES {
-        let obj: &PathBuf = match c.obj {
-            Obj::File => &file,
-            Obj::Dir => &dir,
-            Obj::Fifo => &fifo,
-            Obj::TmpfsFile => &tfile,
-        };
+        let obj = objs.path(c.obj);
         let g =
             Fanotify::init(c.init | FAN_CLOEXEC, libc::O_RDONLY as u32).or_brok("fanotify_init");
         let got = g

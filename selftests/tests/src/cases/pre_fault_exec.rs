@@ -13,7 +13,7 @@
 
 use crate::common::*;
 use fanotify::consts::*;
-use fanotify::{Range, Response};
+use fanotify::Range;
 use ltp::res::OrBrok;
 use ltp::{tbrok, tcheck, tinfo, Ctx, Fs, Test};
 use std::os::unix::fs::{FileExt, PermissionsExt};
@@ -56,35 +56,6 @@ fn program() -> (PathBuf, &'static [&'static str]) {
     tbrok!("none of git, perl, bash to copy")
 }
 
-/// The read_ahead_kb file of the bdi of the filesystem at `mnt`: the loop
-/// device's queue, or btrfs's own bdi.
-fn read_ahead_kb_file(fs: Fs, mnt: &Path) -> PathBuf {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").or_brok("read mountinfo");
-    let want = mnt.to_string_lossy();
-    let source = info
-        .lines()
-        .filter_map(|l| {
-            let (pre, post) = l.split_once(" - ")?;
-            let point = pre.split_whitespace().nth(4)?;
-            (point == want).then(|| post.split_whitespace().nth(1).map(str::to_string))?
-        })
-        .next_back()
-        .unwrap_or_else(|| tbrok!("{} is not in /proc/self/mountinfo", mnt.display()));
-    let dev = source.trim_start_matches("/dev/").to_string();
-    if fs != Fs::Btrfs {
-        return PathBuf::from(format!("/sys/block/{dev}/queue/read_ahead_kb"));
-    }
-    for d in std::fs::read_dir("/sys/fs/btrfs")
-        .or_brok("read /sys/fs/btrfs")
-        .flatten()
-    {
-        if d.path().join("devices").join(&dev).exists() {
-            return d.path().join("bdi").join("read_ahead_kb");
-        }
-    }
-    tbrok!("no /sys/fs/btrfs/*/devices/{dev}")
-}
-
 fn run(ctx: &Ctx) {
     let fs = ctx.fs.unwrap_or_else(|| tbrok!("no test filesystem"));
     let (prog, args) = program();
@@ -101,21 +72,7 @@ fn run(ctx: &Ctx) {
     create_sparse_file(&path, size);
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).or_brok("chmod");
     let source = Arc::new(bytes.clone());
-    let src = source.clone();
-    let listener = Listener::start(
-        lazy_group(&path, FAN_MARK_INODE),
-        Box::new(move |ctx| {
-            let (Some(fd), Some(r)) = (&ctx.event.fd, ctx.event.range()) else {
-                return Response::Allow;
-            };
-            let end = (r.offset + r.count).min(src.len() as u64) as usize;
-            let start = (r.offset as usize).min(end);
-            match nix::sys::uio::pwrite(fd, &src[start..end], start as i64) {
-                Ok(_) => Response::Allow,
-                Err(_) => Response::DenyErrno(libc::EIO),
-            }
-        }),
-    );
+    let listener = Listener::copying(lazy_group(&path, FAN_MARK_INODE), source.clone());
     let child = Command::new(&path)
         .args(args)
         .stdout(std::process::Stdio::piped())
@@ -178,20 +135,7 @@ fn run(ctx: &Ctx) {
     );
     drop(f);
     // A new fd announces what it reads: the file is then filled whole.
-    let l2 = Listener::start(
-        lazy_group(&path, FAN_MARK_INODE),
-        Box::new(move |ctx| {
-            let (Some(fd), Some(r)) = (&ctx.event.fd, ctx.event.range()) else {
-                return Response::Allow;
-            };
-            let end = (r.offset + r.count).min(source.len() as u64) as usize;
-            let start = (r.offset as usize).min(end);
-            match nix::sys::uio::pwrite(fd, &source[start..end], start as i64) {
-                Ok(_) => Response::Allow,
-                Err(_) => Response::DenyErrno(libc::EIO),
-            }
-        }),
-    );
+    let l2 = Listener::copying(lazy_group(&path, FAN_MARK_INODE), source);
     let f = std::fs::File::open(&path).or_brok("open the lazy program");
     let mut content = vec![0u8; bytes.len()];
     f.read_exact_at(&mut content, 0)

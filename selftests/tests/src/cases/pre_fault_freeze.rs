@@ -17,40 +17,22 @@
 //! The cross-filesystem variant is pre_fault_freeze_cross.
 
 use super::freeze_util::{self, Race};
-use crate::common::*;
-use fanotify::consts::*;
-use ltp::{Ctx, Fs, Test};
-use std::time::Duration;
+use ltp::{Ctx, Test};
 
 pub const TEST: Test = Test {
     name: "pre_fault_freeze",
     doc: "write(2) from a lazy mapping racing fsfreeze: the filesystem freezes every time, no hang, right bytes",
-    needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS"],
-    filesystems: &[Fs::Ext4, Fs::Xfs, Fs::Btrfs],
-    tags: &[
-        ("cover-letter", "Objections of the revert, answered: 1 (freeze deadlock)"),
-        (
-            "cover-letter",
-            "Design: reads and writes fault lazy buffers in outside their locks",
-        ),
-    ],
-    needs_cmds: &["fsfreeze"],
-    timeout: Duration::from_secs(300),
+    // Needs, filesystems, probe (TCONF without FAN_PRE_FAULT), tags
+    // (objection 1, the freeze deadlock; the Design point on faulting lazy
+    // buffers in outside the locks) and timeout: freeze_util::TEST_BASE.
     run,
     // A TBROK, panic or timeout while the filesystem is frozen must not
     // leave it frozen.
     cleanup: Some(|ctx| freeze_util::thaw(&ctx.mnt)),
-    ..Test::DEFAULT
+    ..freeze_util::TEST_BASE
 };
 
-const ITERATIONS: usize = 50;
-
 fn run(ctx: &Ctx) {
-    // Does the kernel have lazy marks at all?  (TCONF on the base kernel.)
-    let probe = ctx.path("probe");
-    create_sparse_file(&probe, page_size());
-    drop(lazy_group(&probe, FAN_MARK_INODE));
-
     freeze_util::run(
         &Race {
             lazy_dir: &ctx.mnt,
@@ -58,6 +40,6 @@ fn run(ctx: &Ctx) {
             freeze_mnt: &ctx.mnt,
             log: None,
         },
-        ITERATIONS,
+        freeze_util::ITERATIONS,
     );
 }

@@ -17,33 +17,20 @@
 //! base kernel has no FAN_PRE_FAULT (TCONF).
 
 use super::freeze_util::{self, Race};
-use crate::common::*;
-use fanotify::consts::*;
 use ltp::res::OrBrok;
-use ltp::{Ctx, Fs, Test};
+use ltp::{Ctx, Test};
 use std::path::PathBuf;
-use std::time::Duration;
 
 pub const TEST: Test = Test {
     name: "pre_fault_freeze_cross",
     doc: "write(2) to fs A from a lazy mapping on fs B while A freezes and the HSM logs to A: no hang",
-    needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS"],
-    filesystems: &[Fs::Ext4, Fs::Xfs, Fs::Btrfs],
-    tags: &[
-        ("cover-letter", "Objections of the revert, answered: 1 (freeze deadlock)"),
-        (
-            "cover-letter",
-            "Design: reads and writes fault lazy buffers in outside their locks",
-        ),
-    ],
-    needs_cmds: &["fsfreeze"],
-    timeout: Duration::from_secs(300),
+    // Needs, filesystems, probe (TCONF without FAN_PRE_FAULT), tags
+    // (objection 1, the freeze deadlock; the Design point on faulting lazy
+    // buffers in outside the locks) and timeout: freeze_util::TEST_BASE.
     run,
     cleanup: Some(|ctx| freeze_util::thaw(&fs_a_mnt(ctx))),
-    ..Test::DEFAULT
+    ..freeze_util::TEST_BASE
 };
-
-const ITERATIONS: usize = 50;
 
 /// Filesystem A: a second filesystem of the test's type, with its image
 /// next to B's mount point (in the run's directory in the guest's /tmp), so
@@ -61,11 +48,6 @@ fn fs_a_mnt(ctx: &Ctx) -> PathBuf {
 }
 
 fn run(ctx: &Ctx) {
-    // Does the kernel have lazy marks at all?  (TCONF on the base kernel.)
-    let probe = ctx.path("probe");
-    create_sparse_file(&probe, page_size());
-    drop(lazy_group(&probe, FAN_MARK_INODE));
-
     let fs = ctx.fs.unwrap_or_else(|| ltp::tbrok!("no test filesystem"));
     let scratch = fs_a_scratch(ctx);
     std::fs::create_dir_all(&scratch).or_brok("mkdir the scratch directory of A");
@@ -80,7 +62,7 @@ fn run(ctx: &Ctx) {
             freeze_mnt: &a.mnt,
             log: Some(&log),
         },
-        ITERATIONS,
+        freeze_util::ITERATIONS,
     );
     drop(a);
     let _ = std::fs::remove_dir_all(&scratch);

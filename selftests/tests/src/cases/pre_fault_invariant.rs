@@ -90,6 +90,21 @@ fn on_fs(ctx: &Ctx, fs: Fs, f: impl FnOnce(&Path, &str)) {
     drop(mounted);
 }
 
+/// Pages of the stubs of cases 0 and 1.
+const STUB_PAGES: u64 = 64;
+
+/// `f(stub, fs)` on each HSM filesystem, `stub` a fresh sparse file of
+/// STUB_PAGES pages on it (cases 0 and 1).
+fn with_stub_on_each_fs(ctx: &Ctx, f: impl Fn(&Path, &str)) {
+    for &fs in HSM_FILESYSTEMS {
+        on_fs(ctx, fs, |dir, fs| {
+            let path = dir.join("stub");
+            create_sparse_file(&path, STUB_PAGES * page_size());
+            f(&path, fs)
+        });
+    }
+}
+
 /// The ranges of the events seen.
 fn ranges(seen: &[Seen]) -> Vec<Range> {
     seen.iter().filter_map(|s| s.range).collect()
@@ -126,121 +141,112 @@ fn check_fault(fs: &str, f: &File, pages: u64, page: u64, listener: &Listener) {
 /// Case 0: a file opened before the mark sends no events; it must not read
 /// unfilled pages into the page cache.
 fn early_fd(ctx: &Ctx) {
-    for &fs in HSM_FILESYSTEMS {
-        on_fs(ctx, fs, |dir, fs| {
-            let ps = page_size();
-            let pages = 64;
-            let path = dir.join("stub");
-            create_sparse_file(&path, pages * ps);
-            let early = File::open(&path).or_brok("open before the mark");
-            let listener = Listener::filling(lazy_group(&path, FAN_MARK_INODE));
-            let late = File::open(&path).or_brok("open after the mark");
+    with_stub_on_each_fs(ctx, |path, fs| {
+        let ps = page_size();
+        let pages = STUB_PAGES;
+        let early = File::open(path).or_brok("open before the mark");
+        let listener = Listener::filling(lazy_group(path, FAN_MARK_INODE));
+        let late = File::open(path).or_brok("open after the mark");
 
-            let mut b = vec![0u8; ps as usize];
-            match early.read_at(&mut b, 0) {
-                Err(e) if e.raw_os_error() == Some(libc::EIO) => tpass!(
-                    "{fs}: read() of an unfilled page through a file opened before the mark fails with EIO"
-                ),
-                Ok(n) => tfail!(
-                    "{fs}: read() through a file opened before the mark returned {n} unfilled bytes without an event"
-                ),
-                Err(e) => tfail!("{fs}: read() through a file opened before the mark: {e}, expected EIO"),
-            }
-            // SAFETY: readahead(2) on a file we own; it only fills the page
-            // cache.
-            unsafe { libc::readahead(early.as_raw_fd(), 0, (pages * ps) as usize) };
-            nix::fcntl::posix_fadvise(
-                early.as_raw_fd(),
-                0,
-                0,
-                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
-            )
-            .or_brok("POSIX_FADV_WILLNEED");
-            let seen = listener.seen();
-            tcheck!(
-                seen.is_empty(),
-                "{fs}: the file opened before the mark sent no events ({} seen)",
-                seen.len()
-            );
-            check_cached(
-                fs,
-                "after read(), readahead(2) and WILLNEED through the early fd",
-                &late,
-                &ranges(&seen),
-                pages * ps,
-            );
+        let mut b = vec![0u8; ps as usize];
+        match early.read_at(&mut b, 0) {
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => tpass!(
+                "{fs}: read() of an unfilled page through a file opened before the mark fails with EIO"
+            ),
+            Ok(n) => tfail!(
+                "{fs}: read() through a file opened before the mark returned {n} unfilled bytes without an event"
+            ),
+            Err(e) => tfail!("{fs}: read() through a file opened before the mark: {e}, expected EIO"),
+        }
+        // SAFETY: readahead(2) on a file we own; it only fills the page
+        // cache.
+        unsafe { libc::readahead(early.as_raw_fd(), 0, (pages * ps) as usize) };
+        nix::fcntl::posix_fadvise(
+            early.as_raw_fd(),
+            0,
+            0,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+        )
+        .or_brok("POSIX_FADV_WILLNEED");
+        let seen = listener.seen();
+        tcheck!(
+            seen.is_empty(),
+            "{fs}: the file opened before the mark sent no events ({} seen)",
+            seen.len()
+        );
+        check_cached(
+            fs,
+            "after read(), readahead(2) and WILLNEED through the early fd",
+            &late,
+            &ranges(&seen),
+            pages * ps,
+        );
 
-            check_fault(fs, &late, pages, 2, &listener);
-            check_cached(
-                fs,
-                "after the fault",
-                &late,
-                &ranges(&listener.seen()),
-                pages * ps,
-            );
-        });
-    }
+        check_fault(fs, &late, pages, 2, &listener);
+        check_cached(
+            fs,
+            "after the fault",
+            &late,
+            &ranges(&listener.seen()),
+            pages * ps,
+        );
+    });
 }
 
 /// Case 1: the listener reads back, through its event fd, the range it just
 /// filled; the page next to it is unfilled and must stay out of the cache.
 fn event_fd(ctx: &Ctx) {
-    for &fs in HSM_FILESYSTEMS {
-        on_fs(ctx, fs, |dir, fs| {
-            let ps = page_size();
-            let pages = 64;
-            let path = dir.join("stub");
-            create_sparse_file(&path, pages * ps);
-            let bad = Arc::new(Mutex::new(Vec::new()));
-            let bad2 = bad.clone();
-            let listener = Listener::start(
-                lazy_group(&path, FAN_MARK_INODE),
-                Box::new(move |ctx| {
-                    if let Err(e) = ctx.fill_range() {
-                        bad2.lock().unwrap().push(format!("fill: {e}"));
-                        return Response::DenyErrno(libc::EIO);
+    with_stub_on_each_fs(ctx, |path, fs| {
+        let ps = page_size();
+        let pages = STUB_PAGES;
+        let bad = Arc::new(Mutex::new(Vec::new()));
+        let bad2 = bad.clone();
+        let listener = Listener::start(
+            lazy_group(path, FAN_MARK_INODE),
+            Box::new(move |ctx| {
+                if let Err(e) = ctx.fill_range() {
+                    bad2.lock().unwrap().push(format!("fill: {e}"));
+                    return Response::DenyErrno(libc::EIO);
+                }
+                if let (Some(fd), Some(r)) = (&ctx.event.fd, ctx.event.range()) {
+                    let mut b = vec![0u8; r.count as usize];
+                    match nix::sys::uio::pread(fd.as_fd(), &mut b, r.offset as i64) {
+                        Ok(n) if pattern_mismatch(r.offset, &b[..n]).is_none() => {}
+                        Ok(_) => bad2.lock().unwrap().push(format!("{r:?} read back wrong")),
+                        Err(e) => bad2.lock().unwrap().push(format!("read back {r:?}: {e}")),
                     }
-                    if let (Some(fd), Some(r)) = (&ctx.event.fd, ctx.event.range()) {
-                        let mut b = vec![0u8; r.count as usize];
-                        match nix::sys::uio::pread(fd.as_fd(), &mut b, r.offset as i64) {
-                            Ok(n) if pattern_mismatch(r.offset, &b[..n]).is_none() => {}
-                            Ok(_) => bad2.lock().unwrap().push(format!("{r:?} read back wrong")),
-                            Err(e) => bad2.lock().unwrap().push(format!("read back {r:?}: {e}")),
-                        }
-                    }
-                    Response::Allow
-                }),
-            );
-            let f = File::open(&path).or_brok("open stub");
-            let m =
-                Map::new(&f, 0, pages, ProtFlags::PROT_READ, MapFlags::MAP_SHARED).or_brok("mmap");
-            // One page per fault event: the neighbour stays unfilled.
-            // SAFETY: advice on a mapping we own.
-            let r = unsafe { libc::madvise(m.addr(0).cast(), m.len, libc::MADV_RANDOM) };
-            if r != 0 {
-                ltp::tbrok!("madvise(MADV_RANDOM): {}", std::io::Error::last_os_error());
-            }
-            let d = m.read_page(0);
-            tcheck!(
-                pattern_mismatch(0, &d).is_none(),
-                "{fs}: page 0 shows the filled bytes"
-            );
-            let errs = bad.lock().unwrap().clone();
-            tcheck!(
-                errs.is_empty(),
-                "{fs}: the listener filled and read back its range through the event fd {errs:?}"
-            );
-            check_cached(
-                fs,
-                "after the event fd read its filled range",
-                &f,
-                &ranges(&listener.seen()),
-                pages * ps,
-            );
-            drop(m);
-            check_fault(fs, &f, pages, 1, &listener);
-        });
-    }
+                }
+                Response::Allow
+            }),
+        );
+        let f = File::open(path).or_brok("open stub");
+        let m = Map::new(&f, 0, pages, ProtFlags::PROT_READ, MapFlags::MAP_SHARED).or_brok("mmap");
+        // One page per fault event: the neighbour stays unfilled.
+        // SAFETY: advice on a mapping we own.
+        let r = unsafe { libc::madvise(m.addr(0).cast(), m.len, libc::MADV_RANDOM) };
+        if r != 0 {
+            ltp::tbrok!("madvise(MADV_RANDOM): {}", std::io::Error::last_os_error());
+        }
+        let d = m.read_page(0);
+        tcheck!(
+            pattern_mismatch(0, &d).is_none(),
+            "{fs}: page 0 shows the filled bytes"
+        );
+        let errs = bad.lock().unwrap().clone();
+        tcheck!(
+            errs.is_empty(),
+            "{fs}: the listener filled and read back its range through the event fd {errs:?}"
+        );
+        check_cached(
+            fs,
+            "after the event fd read its filled range",
+            &f,
+            &ranges(&listener.seen()),
+            pages * ps,
+        );
+        drop(m);
+        check_fault(fs, &f, pages, 1, &listener);
+    });
 }
 
 /// The file offset of the entry point of the ELF executable `elf` (64-bit,
@@ -343,21 +349,7 @@ fn uprobe(ctx: &Ctx) {
             create_sparse_file(&path, size);
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
                 .or_brok("chmod");
-            let src = source.clone();
-            let listener = Listener::start(
-                lazy_group(&path, FAN_MARK_INODE),
-                Box::new(move |ctx| {
-                    let (Some(fd), Some(r)) = (&ctx.event.fd, ctx.event.range()) else {
-                        return Response::Allow;
-                    };
-                    let end = (r.offset + r.count).min(src.len() as u64) as usize;
-                    let start = (r.offset as usize).min(end);
-                    match nix::sys::uio::pwrite(fd.as_fd(), &src[start..end], start as i64) {
-                        Ok(_) => Response::Allow,
-                        Err(_) => Response::DenyErrno(libc::EIO),
-                    }
-                }),
-            );
+            let listener = Listener::copying(lazy_group(&path, FAN_MARK_INODE), source.clone());
             let probe = Uprobe::add(&path, off);
             tinfo!(
                 "{fs}: uprobe on {} at file offset {off:#x} (page {})",

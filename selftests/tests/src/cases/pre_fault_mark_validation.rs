@@ -54,13 +54,12 @@
 use crate::common::*;
 use fanotify::consts::*;
 use fanotify::Fanotify;
-use ltp::fs::{Fs, HSM_FILESYSTEMS};
+use ltp::fs::HSM_FILESYSTEMS;
 use ltp::res::OrBrok;
 use ltp::{tcheck, texp_fail, texp_pass, tfail, tinfo, tpass, Ctx, Test};
 use nix::errno::Errno;
 use nix::sys::mman::{MapFlags, ProtFlags};
 use nix::sys::signal::Signal;
-use nix::sys::stat::Mode;
 use nix::sys::wait::WaitStatus;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
@@ -145,15 +144,6 @@ fn marks_of(g: &Fanotify) -> Vec<(u64, u64)> {
         .filter(|l| l.starts_with("fanotify "))
         .filter_map(|l| Some((hex(l, "mask:")?, hex(l, "ignored_mask:")?)))
         .collect()
-}
-
-#[derive(Clone, Copy)]
-enum Obj {
-    File,
-    Dir,
-    Fifo,
-    Mnt,
-    TmpfsFile,
 }
 
 /// Where an accepted mark must show FAN_PRE_FAULT.
@@ -305,25 +295,9 @@ const ROWS: &[Row] = &[
 
 /// Case 0: the errno (or acceptance) of each row, on a fresh group each.
 fn mark_rows(ctx: &Ctx) {
-    let file = ctx.path("file");
-    create_sparse_file(&file, PAGES * page_size());
-    let dir = ctx.path("dir");
-    std::fs::create_dir(&dir).or_brok("mkdir");
-    let fifo = ctx.path("fifo");
-    nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).or_brok("mkfifo");
-    let tmnt = ctx.path("tmpfs");
-    let _tmpfs = Fs::Tmpfs.mount(&ctx.mnt, &tmnt).or_brok("mount tmpfs");
-    let tfile = tmnt.join("file");
-    create_sparse_file(&tfile, page_size());
-
+    let objs = MarkObjects::new(ctx, PAGES * page_size());
     for r in ROWS {
-        let obj: &Path = match r.obj {
-            Obj::File => &file,
-            Obj::Dir => &dir,
-            Obj::Fifo => &fifo,
-            Obj::Mnt => &ctx.mnt,
-            Obj::TmpfsFile => &tfile,
-        };
+        let obj = objs.path(r.obj);
         let g =
             Fanotify::init(r.init | FAN_CLOEXEC, libc::O_RDONLY as u32).or_brok("fanotify_init");
         let res = g.mark(FAN_MARK_ADD | r.flags, r.mask, obj);

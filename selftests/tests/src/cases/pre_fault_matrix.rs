@@ -664,13 +664,7 @@ fn run_case(ctx: &Ctx, i: u32) {
     let (what, want, f) = ROWS[i as usize];
     let src = ctx.path("src");
     let path = ctx.path(&format!("stub{i}"));
-    create_sparse_file(&path, PAGES * page_size());
-    let l = Listener::filling(lazy_group(&path, FAN_MARK_INODE));
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .or_brok("open");
+    let (l, file) = lazy_stub_rw(&path, PAGES * page_size());
     let s = Setup {
         listener: &l,
         file,

@@ -20,7 +20,6 @@ use ltp::{tbrok, tfail, tinfo, tpass, Ctx, Fs, Test};
 use nix::sys::mman::{MapFlags, ProtFlags};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
 
 pub const TEST: Test = Test {
     name: "pre_fault_range",
@@ -98,38 +97,6 @@ const CASES: &[Case] = &[
         want: (FAULT_PAGE, (FAULT_PAGE + 1, 0)),
     },
 ];
-
-/// The source device of the filesystem mounted at `mnt` (/proc/self/mountinfo).
-fn mount_source(mnt: &Path) -> String {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").or_brok("read mountinfo");
-    let want = mnt.to_string_lossy();
-    info.lines()
-        .filter_map(|l| {
-            let (pre, post) = l.split_once(" - ")?;
-            let point = pre.split_whitespace().nth(4)?;
-            let source = post.split_whitespace().nth(1)?;
-            (point == want).then(|| source.to_string())
-        })
-        .next_back()
-        .unwrap_or_else(|| tbrok!("{} is not in /proc/self/mountinfo", mnt.display()))
-}
-
-/// The read_ahead_kb file of the bdi that files of `fs` at `mnt` read ahead
-/// with: the loop device's queue, or btrfs's own bdi.
-fn read_ahead_kb_file(fs: Fs, mnt: &Path) -> PathBuf {
-    let source = mount_source(mnt);
-    let dev = source.trim_start_matches("/dev/").to_string();
-    if fs != Fs::Btrfs {
-        return PathBuf::from(format!("/sys/block/{dev}/queue/read_ahead_kb"));
-    }
-    let dirs = std::fs::read_dir("/sys/fs/btrfs").or_brok("read /sys/fs/btrfs");
-    for d in dirs.flatten() {
-        if d.path().join("devices").join(&dev).exists() {
-            return d.path().join("bdi").join("read_ahead_kb");
-        }
-    }
-    tbrok!("no /sys/fs/btrfs/*/devices/{dev}")
-}
 
 fn run_case(ctx: &Ctx, i: u32) {
     let case = &CASES[i as usize];

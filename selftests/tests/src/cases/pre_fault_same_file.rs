@@ -21,7 +21,7 @@ use fanotify::consts::*;
 use ltp::res::OrBrok;
 use ltp::{tfail, tinfo, tpass, Ctx, Fs, Test};
 use nix::sys::mman::{MapFlags, ProtFlags};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
 pub const TEST: Test = Test {
@@ -202,29 +202,38 @@ fn read_direct(s: &Setup) -> Result<Outcome, String> {
     read_into(s, libc::O_DIRECT, MapFlags::MAP_PRIVATE)
 }
 
-/// io_submit(2) of an IOCB_CMD_PREAD (fd opened with `flags`) of OTHER_PAGE
-/// into BUF_PAGE of a private mapping; the completion's result is the count.
-fn aio_read(s: &Setup, flags: i32) -> Result<Outcome, String> {
+/// A read (fd opened with `flags`) of OTHER_PAGE into BUF_PAGE of a
+/// private mapping, submitted by `submit` (which returns the count); `what`
+/// names a short count.
+fn read_other_page(
+    s: &Setup,
+    flags: i32,
+    what: &str,
+    submit: impl FnOnce(RawFd, &Map) -> Result<i64, String>,
+) -> Result<Outcome, String> {
     let m = map(
         s,
         ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
         MapFlags::MAP_PRIVATE,
     );
     let f = reopen(s, flags);
-    let res = aio_pread(
-        f.as_raw_fd(),
-        &m,
-        BUF_PAGE,
-        page_size() as usize,
-        OTHER_PAGE * page_size(),
-    )?;
+    let res = submit(f.as_raw_fd(), &m)?;
     if res != page_size() as i64 {
-        return Err(format!("io_submit completion: {res}"));
+        return Err(format!("{what}: {res}"));
     }
     Ok(Outcome {
         got: m.read_page(BUF_PAGE),
         want_off: OTHER_PAGE * page_size(),
         buf_page: BUF_PAGE,
+    })
+}
+
+/// io_submit(2) of an IOCB_CMD_PREAD (fd opened with `flags`) of OTHER_PAGE
+/// into BUF_PAGE of a private mapping; the completion's result is the count.
+fn aio_read(s: &Setup, flags: i32) -> Result<Outcome, String> {
+    read_other_page(s, flags, "io_submit completion", |fd, m| {
+        let (len, off) = (page_size() as usize, OTHER_PAGE * page_size());
+        aio_pread(fd, m, BUF_PAGE, len, off)
     })
 }
 
@@ -239,26 +248,9 @@ fn aio_read_direct(s: &Setup) -> Result<Outcome, String> {
 /// io_uring IORING_OP_READ (fd opened with `flags`) of OTHER_PAGE into
 /// BUF_PAGE of a private mapping.
 fn uring_read(s: &Setup, flags: i32) -> Result<Outcome, String> {
-    let m = map(
-        s,
-        ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-        MapFlags::MAP_PRIVATE,
-    );
-    let f = reopen(s, flags);
-    let r = uring_pread(
-        f.as_raw_fd(),
-        &m,
-        BUF_PAGE,
-        page_size() as u32,
-        OTHER_PAGE * page_size(),
-    );
-    if r != page_size() as i32 {
-        return Err(format!("io_uring read: {r}"));
-    }
-    Ok(Outcome {
-        got: m.read_page(BUF_PAGE),
-        want_off: OTHER_PAGE * page_size(),
-        buf_page: BUF_PAGE,
+    read_other_page(s, flags, "io_uring read", |fd, m| {
+        let (len, off) = (page_size() as u32, OTHER_PAGE * page_size());
+        Ok(i64::from(uring_pread(fd, m, BUF_PAGE, len, off)))
     })
 }
 
@@ -318,13 +310,7 @@ const ROWS: &[Row] = &[
 fn run_case(ctx: &Ctx, i: u32) {
     let (what, f) = ROWS[i as usize];
     let path = ctx.path(&format!("stub{i}"));
-    create_sparse_file(&path, PAGES * page_size());
-    let l = Listener::filling(lazy_group(&path, FAN_MARK_INODE));
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .or_brok("open the stub");
+    let (l, file) = lazy_stub_rw(&path, PAGES * page_size());
     let s = Setup { path, file };
     let res = f(&s);
     let seen = l.stop();

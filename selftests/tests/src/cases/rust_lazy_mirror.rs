@@ -76,6 +76,41 @@ fn mirror_of(backing: &std::fs::File) -> nix::Result<std::fs::File> {
     Ok(dev)
 }
 
+/// The device mirroring `backing`, and a shared read-only mapping of its
+/// FILE_PAGES pages.
+fn mirror_map(backing: &std::fs::File) -> (std::fs::File, Map) {
+    let dev = mirror_of(backing).or_brok("LAZY_MIRROR_SET_BACKING");
+    let m = Map::new(
+        &dev,
+        0,
+        FILE_PAGES,
+        ProtFlags::PROT_READ,
+        MapFlags::MAP_SHARED,
+    )
+    .or_brok("mmap device");
+    (dev, m)
+}
+
+/// Touch `page` of `m` in a child with SIGBUS's default action: how the
+/// child ended (SIGBUS when the fault fails).
+fn touch_in_child(m: &Map, page: u64) -> WaitStatus {
+    in_child(|| {
+        default_sigbus();
+        m.touch(page);
+        0
+    })
+}
+
+/// An unwatched backing file `name` of 4 pattern pages, and the device
+/// mirroring it.
+fn unwatched_mirror(ctx: &Ctx, name: &str) -> (std::fs::File, std::fs::File) {
+    let path = ctx.path(name);
+    create_pattern_file(&path, 4 * page_size());
+    let backing = open_ro(&path);
+    let dev = mirror_of(&backing).or_brok("LAZY_MIRROR_SET_BACKING");
+    (backing, dev)
+}
+
 fn open_ro(p: &Path) -> std::fs::File {
     std::fs::File::open(p).or_brok("open backing")
 }
@@ -87,15 +122,7 @@ fn touch_pages(ctx: &Ctx, what: &str, pages: &[u64]) {
     create_sparse_file(&path, FILE_PAGES * page_size());
     let l = Listener::filling(lazy_group(&path, FAN_MARK_INODE));
     let backing = open_ro(&path);
-    let dev = mirror_of(&backing).or_brok("LAZY_MIRROR_SET_BACKING");
-    let m = Map::new(
-        &dev,
-        0,
-        FILE_PAGES,
-        ProtFlags::PROT_READ,
-        MapFlags::MAP_SHARED,
-    )
-    .or_brok("mmap device");
+    let (_dev, m) = mirror_map(&backing);
     if l.seen().is_empty() {
         tpass!("{what}: mmap() of the device sent no event");
     } else {
@@ -142,22 +169,8 @@ fn deny(ctx: &Ctx) {
         Response::DenyErrno(libc::EIO),
     );
     let backing = open_ro(&path);
-    let dev = mirror_of(&backing).or_brok("LAZY_MIRROR_SET_BACKING");
-    let m = Map::new(
-        &dev,
-        0,
-        FILE_PAGES,
-        ProtFlags::PROT_READ,
-        MapFlags::MAP_SHARED,
-    )
-    .or_brok("mmap device");
-    let st = in_child(|| {
-        // SAFETY: restoring the default action is always sound.
-        unsafe { libc::signal(libc::SIGBUS, libc::SIG_DFL) };
-        m.touch(9);
-        0
-    });
-    match st {
+    let (_dev, m) = mirror_map(&backing);
+    match touch_in_child(&m, 9) {
         WaitStatus::Signaled(_, Signal::SIGBUS, _) => tpass!("denied: SIGBUS"),
         other => tfail!("denied: want death by SIGBUS, got {other:?}"),
     }
@@ -170,10 +183,7 @@ fn deny(ctx: &Ctx) {
 }
 
 fn past_eof(ctx: &Ctx) {
-    let path = ctx.path("short");
-    create_pattern_file(&path, 4 * page_size());
-    let backing = open_ro(&path);
-    let dev = mirror_of(&backing).or_brok("LAZY_MIRROR_SET_BACKING");
+    let (_backing, dev) = unwatched_mirror(ctx, "short");
     let m = Map::new(&dev, 0, 8, ProtFlags::PROT_READ, MapFlags::MAP_SHARED).or_brok("mmap");
     let ok = (0..4).all(|p| pattern_mismatch(p * page_size(), &m.read_page(p)).is_none());
     if ok {
@@ -181,13 +191,7 @@ fn past_eof(ctx: &Ctx) {
     } else {
         tfail!("unwatched backing file: content differs");
     }
-    let st = in_child(|| {
-        // SAFETY: restoring the default action is always sound.
-        unsafe { libc::signal(libc::SIGBUS, libc::SIG_DFL) };
-        m.touch(5);
-        0
-    });
-    match st {
+    match touch_in_child(&m, 5) {
         WaitStatus::Signaled(_, Signal::SIGBUS, _) => tpass!("page past EOF: SIGBUS"),
         other => tfail!("page past EOF: want death by SIGBUS, got {other:?}"),
     }
@@ -199,15 +203,7 @@ fn listener_death(ctx: &Ctx) {
     create_sparse_file(&path, FILE_PAGES * page_size());
     let group = lazy_group(&path, FAN_MARK_INODE);
     let backing = open_ro(&path);
-    let dev = mirror_of(&backing).or_brok("LAZY_MIRROR_SET_BACKING");
-    let m = Map::new(
-        &dev,
-        0,
-        FILE_PAGES,
-        ProtFlags::PROT_READ,
-        MapFlags::MAP_SHARED,
-    )
-    .or_brok("mmap");
+    let (_dev, m) = mirror_map(&backing);
     // Each fault in a process of its own: the documented result is SIGBUS.
     // The children close their copy of the group's fd, or the group would
     // outlive the listener.
@@ -270,10 +266,7 @@ fn listener_death(ctx: &Ctx) {
 }
 
 fn refused(ctx: &Ctx) {
-    let path = ctx.path("plain");
-    create_pattern_file(&path, 4 * page_size());
-    let backing = open_ro(&path);
-    let dev = mirror_of(&backing).or_brok("LAZY_MIRROR_SET_BACKING");
+    let (backing, dev) = unwatched_mirror(ctx, "plain");
     let rw = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -298,7 +291,7 @@ fn refused(ctx: &Ctx) {
             "write-only backing fd",
             std::fs::OpenOptions::new()
                 .write(true)
-                .open(&path)
+                .open(ctx.path("plain"))
                 .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))
                 .and_then(|wo| mirror_of(&wo).map(drop)),
             Errno::EBADF,
