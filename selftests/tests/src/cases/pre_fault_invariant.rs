@@ -273,59 +273,78 @@ fn elf_entry_offset(elf: &[u8]) -> Option<u64> {
     })
 }
 
-const TRACEFS: &str = "/sys/kernel/tracing";
-const PROBE: &str = "fpc_invariant/entry";
+/// The dynamic PMU of uprobes (perf_uprobe), whose type number the kernel
+/// publishes here.
+const UPROBE_PMU_TYPE: &str = "/sys/bus/event_source/devices/uprobe/type";
+/// perf_event_open(2)'s flag (<linux/perf_event.h>; not in libc).
+const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 1 << 3;
 
-/// A registered and enabled uprobe, removed on drop.
-struct Uprobe;
+/// A uprobe, registered through perf_event_open(2) with the uprobe PMU (one
+/// counting event per CPU, any process), removed on drop.  Not through
+/// tracefs: enabling and disabling a trace event there also starts and stops
+/// the sched tracepoints' comm recording, which live-patches scheduler code
+/// (static calls), and that text poking crashed the TCG guest (an int3 taken
+/// in ttwu_do_wakeup() while tracefs disabled the event).  A perf uprobe
+/// patches no kernel text.
+struct Uprobe {
+    fds: Vec<std::os::fd::OwnedFd>,
+}
 
 impl Uprobe {
     fn add(path: &Path, off: u64) -> Uprobe {
-        if !Path::new(TRACEFS).join("uprobe_events").exists() {
-            let _ = Command::new("mount")
-                .args(["-t", "tracefs", "nodev", TRACEFS])
-                .status();
+        let ty: u32 = match std::fs::read_to_string(UPROBE_PMU_TYPE) {
+            Ok(t) => t.trim().parse().or_brok("parse the uprobe PMU type"),
+            Err(e) => tconf!("no {UPROBE_PMU_TYPE} (CONFIG_UPROBE_EVENTS): {e}"),
+        };
+        let cpath = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+            .or_brok("the program's path as a C string");
+        // struct perf_event_attr, PERF_ATTR_SIZE_VER8 (136 bytes): type at
+        // byte 0, size at 4, config at 8, config1 (uprobe_path) at 56,
+        // config2 (probe_offset) at 64; everything else 0 (counting, enabled).
+        let mut attr = [0u64; 17];
+        attr[0] = u64::from(ty) | (136u64 << 32);
+        attr[7] = cpath.as_ptr() as u64;
+        attr[8] = off;
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut fds = Vec::new();
+        for cpu in 0..cpus {
+            // SAFETY: attr is a valid perf_event_attr of the size it says, and
+            // cpath outlives the call, which copies the path.
+            let fd = unsafe {
+                libc::syscall(
+                    libc::SYS_perf_event_open,
+                    attr.as_ptr(),
+                    -1 as libc::pid_t,
+                    cpu as libc::c_int,
+                    -1 as libc::c_int,
+                    PERF_FLAG_FD_CLOEXEC,
+                )
+            };
+            if fd < 0 {
+                ltp::tbrok!(
+                    "perf_event_open(uprobe {}:{off:#x}, cpu {cpu}): {}",
+                    path.display(),
+                    std::io::Error::last_os_error()
+                );
+            }
+            // SAFETY: a new descriptor that nothing else owns.
+            fds.push(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as i32) });
         }
-        let events = Path::new(TRACEFS).join("uprobe_events");
-        if !events.exists() {
-            tconf!(
-                "no {} (tracefs with CONFIG_UPROBE_EVENTS)",
-                events.display()
-            );
-        }
-        let def = format!("p:{PROBE} {}:{off:#x}\n", path.display());
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&events)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, def.as_bytes()))
-            .or_brok(&format!("add uprobe {def:?}"));
-        let probe = Uprobe;
-        std::fs::write(
-            Path::new(TRACEFS).join("events").join(PROBE).join("enable"),
-            "1",
-        )
-        .or_brok("enable the uprobe");
-        probe
+        Uprobe { fds }
     }
 
+    /// How many times the probe fired, on all CPUs.
     fn hits(&self) -> u64 {
-        let p = Path::new(TRACEFS).join("uprobe_profile");
-        let s = std::fs::read_to_string(p).unwrap_or_default();
-        s.lines()
-            .find(|l| l.contains("entry"))
-            .and_then(|l| l.split_whitespace().last()?.parse().ok())
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for Uprobe {
-    fn drop(&mut self) {
-        let ev = Path::new(TRACEFS).join("events").join(PROBE).join("enable");
-        let _ = std::fs::write(ev, "0");
-        let _ = std::fs::OpenOptions::new()
-            .append(true)
-            .open(Path::new(TRACEFS).join("uprobe_events"))
-            .and_then(|mut f| std::io::Write::write_all(&mut f, format!("-:{PROBE}\n").as_bytes()));
+        self.fds
+            .iter()
+            .map(|fd| {
+                let mut b = [0u8; 8];
+                match nix::unistd::read(fd.as_raw_fd(), &mut b) {
+                    Ok(8) => u64::from_ne_bytes(b),
+                    _ => 0,
+                }
+            })
+            .sum()
     }
 }
 
@@ -369,6 +388,23 @@ fn uprobe(ctx: &Ctx) {
                 String::from_utf8_lossy(&out.stdout)
             );
             tinfo!("{fs}: the uprobe fired {hits} times");
+            // Control: the same probe on a filled, unwatched copy fires, so
+            // the lazy run above did register a probe that could fire.
+            let plain = dir.join("plain-echo");
+            std::fs::write(&plain, &bytes).or_brok("write a filled copy");
+            std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o755))
+                .or_brok("chmod");
+            let control = Uprobe::add(&plain, off);
+            let ok = Command::new(&plain)
+                .arg("fpc-uprobe-ok")
+                .output()
+                .or_brok("run the filled copy");
+            let fired = control.hits();
+            drop(control);
+            tcheck!(
+                ok.status.success() && fired >= 1,
+                "{fs}: control: the same uprobe on a filled, unwatched copy fired {fired} times"
+            );
             let f = File::open(&path).or_brok("open the lazy program");
             let seen = listener.seen();
             let n = cached_outside(&f, &ranges(&seen), size);
