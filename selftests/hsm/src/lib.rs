@@ -12,6 +12,8 @@
 //! * [`cache`]: cachestat(2), dropping a file's or the whole page cache.
 //! * [`map`]: the file mapping (mmap wrapper) of the tools and the tests.
 //! * [`driver`]: running `hsm-serve` from fpc-tests and fpc-bench.
+//! * [`source`]: where `hsm-serve` fetches content from: a local directory
+//!   or an HTTP server (range requests).
 //!
 //! # On-disk conventions (shared by the tools)
 //!
@@ -28,6 +30,7 @@ pub mod driver;
 pub mod map;
 pub mod pattern;
 pub mod ranges;
+pub mod source;
 pub mod state;
 pub mod stats;
 pub mod util;

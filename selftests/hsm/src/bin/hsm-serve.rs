@@ -1,6 +1,7 @@
 //! hsm-serve: the reference HSM daemon.  Fills the stubs `hsm-populate` made
 //! under DST from the files under SRC, on demand, from fanotify pre-content
-//! events.
+//! events.  SRC (positional, or `--source`) is a local directory or an
+//! `http://` URL fetched with range requests (see [`hsm::source`]).
 //!
 //! * Marks: one inode mark per stub (a regular file under DST with the
 //!   `user.hsm.stub` xattr that is not yet fully populated), with
@@ -14,10 +15,11 @@
 //!   `--fill-size` boundaries (pages by default) and clamped to the stub's
 //!   size (the whole file if the event has no range), minus what is already
 //!   populated, is copied from the source into the
-//!   event fd (`copy_file_range`, falling back to pread/pwrite; the event fd
-//!   never generates events), made durable (`fdatasync`), recorded, and the
-//!   event answered `FAN_ALLOW`; a failing source (missing, short) gets
-//!   `FAN_DENY_ERRNO(EIO)`.
+//!   event fd (a directory: `copy_file_range`, falling back to pread/pwrite;
+//!   a URL: range requests and pwrite; the event fd never generates events),
+//!   made durable (`fdatasync`), recorded, and the event answered
+//!   `FAN_ALLOW`; a failing source (missing, short, an HTTP error or
+//!   timeout, a wrong answer) gets `FAN_DENY_ERRNO(EIO)`.
 //! * Fill size (`--fill-size SIZE`, default 4K = one page; a power of two
 //!   from 4K to 64M): the granularity of fills.  A range is widened down and
 //!   up to multiples of SIZE, so one event fetches the whole aligned chunk
@@ -37,13 +39,15 @@
 //!   state and its mark.
 //! * Workers: events are handled by a pool of threads; events of one file
 //!   are serialised by a per-file lock, so a range asked for twice is
-//!   fetched once; different files are filled in parallel.
+//!   fetched once; different files are filled in parallel.  Each worker has
+//!   its own fetcher (for a URL: its own keep-alive connection).
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, Parser, ValueEnum};
 use fanotify::consts::*;
 use fanotify::{Event, Fanotify, Response};
 use hsm::ranges::{fill_span, RangeSet};
+use hsm::source::{open_source, Fetcher, HttpConfig, Source};
 use hsm::stats::Counters;
 use hsm::util::parse_fill_size;
 use hsm::{state, xattr, EXIT_UNSUPPORTED, PAGE, POPULATED_XATTR, STUB_XATTR};
@@ -52,6 +56,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -63,6 +68,7 @@ use std::time::{Duration, Instant};
 #[derive(Parser)]
 #[command(
     name = "hsm-serve",
+    override_usage = "hsm-serve [OPTIONS] SRC DST\n       hsm-serve [OPTIONS] --source DIR|URL DST",
     about = "Fill HSM stubs under DST from SRC on fanotify pre-content events",
     after_help = "Prints 'ready: marked=N complete=N ...' on stdout once its marks are in place, \
                   and a 'stats: events=N fetched_bytes=N files_completed=N errors=N duplicates=N \
@@ -72,10 +78,27 @@ use std::time::{Duration, Instant};
                   filesystem lacks the needed fanotify feature (e.g. FAN_PRE_FAULT)."
 )]
 struct Cli {
-    /// The tree (or file) holding the real content.
-    src: PathBuf,
-    /// The stub tree (or stub file) made by hsm-populate.
-    dst: PathBuf,
+    /// SRC DST, or only DST with --source SRC.  SRC: the tree (or file)
+    /// holding the real content, a local path or an http:// URL (as for
+    /// --source); DST: the stub tree (or stub file) made by hsm-populate.
+    #[arg(value_names = ["SRC", "DST"], num_args = 1..=2, required = true)]
+    paths: Vec<OsString>,
+    /// Where the real content is: a directory (or file), or an http:// URL
+    /// (http://HOST:PORT/PREFIX/: the file at relative path P is fetched
+    /// from PREFIX/P with range requests; no TLS).  Instead of the
+    /// positional SRC.
+    #[arg(long, value_name = "DIR|URL")]
+    source: Option<OsString>,
+    /// HTTP source: the time one range request may take, retries included;
+    /// a range not fetched in time is denied with EIO.
+    #[arg(long, value_name = "MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    http_timeout_ms: u64,
+    /// HTTP source: retries after a connection error, a timeout or a 5xx
+    /// answer (backoff 100 ms, doubled each time, at most 2 s).
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(0..=20))]
+    http_retries: u32,
     /// fault: FAN_PRE_ACCESS|FAN_PRE_FAULT (pages fetched as they are faulted);
     /// mmap: FAN_PRE_ACCESS only (mainline: the whole mapped range at mmap()).
     #[arg(long, value_enum, default_value_t = Mode::Fault)]
@@ -219,7 +242,7 @@ type FileKey = (u64, u64);
 
 struct Daemon {
     group: Fanotify,
-    src: PathBuf,
+    source: Box<dyn Source>,
     dst: PathBuf,
     mask: u64,
     store: Store,
@@ -234,7 +257,20 @@ struct Daemon {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if cli.source.is_some() != (cli.paths.len() == 1) {
+        let msg = if cli.source.is_some() {
+            "with --source, give only DST"
+        } else {
+            "give SRC and DST (or --source SRC DST)"
+        };
+        Cli::command()
+            .error(clap::error::ErrorKind::WrongNumberOfValues, msg)
+            .exit();
+    }
+    if let Some(s) = cli.source.take() {
+        cli.paths.insert(0, s);
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -249,10 +285,15 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let src =
-        std::fs::canonicalize(&cli.src).with_context(|| format!("source {}", cli.src.display()))?;
-    let dst = std::fs::canonicalize(&cli.dst)
-        .with_context(|| format!("destination {}", cli.dst.display()))?;
+    let http = HttpConfig {
+        timeout: Duration::from_millis(cli.http_timeout_ms),
+        retries: cli.http_retries,
+        ..HttpConfig::default()
+    };
+    let source = open_source(&cli.paths[0], http)?;
+    let dst_arg = Path::new(&cli.paths[1]);
+    let dst = std::fs::canonicalize(dst_arg)
+        .with_context(|| format!("destination {}", dst_arg.display()))?;
     let store = Store::open(&cli.state)?;
     let mask = match cli.mode {
         Mode::Fault => FAN_PRE_ACCESS | FAN_PRE_FAULT,
@@ -283,7 +324,7 @@ fn run(cli: Cli) -> Result<()> {
 
     let d = Arc::new(Daemon {
         group,
-        src,
+        source,
         dst,
         mask,
         store,
@@ -304,11 +345,14 @@ fn run(cli: Cli) -> Result<()> {
             let rx = rx.clone();
             std::thread::Builder::new()
                 .name(format!("hsm-worker-{i}"))
-                .spawn(move || loop {
-                    let job = lock(&rx).recv();
-                    match job {
-                        Ok((ev, t0)) => d.handle(ev, t0),
-                        Err(_) => return,
+                .spawn(move || {
+                    let mut fetcher = d.source.fetcher();
+                    loop {
+                        let job = lock(&rx).recv();
+                        match job {
+                            Ok((ev, t0)) => d.handle(&mut *fetcher, ev, t0),
+                            Err(_) => return,
+                        }
                     }
                 })
                 .context("spawn worker")
@@ -443,12 +487,12 @@ impl Daemon {
     }
 
     /// Answer one permission event.
-    fn handle(&self, ev: Event, t0: Instant) {
+    fn handle(&self, fetcher: &mut dyn Fetcher, ev: Event, t0: Instant) {
         let Some(fd) = ev.fd.as_ref() else { return };
         let resp = if ev.mask & (FAN_PRE_ACCESS | FAN_PRE_FAULT) == 0 {
             Response::Allow
         } else {
-            match self.serve(&ev, fd.as_fd()) {
+            match self.serve(fetcher, &ev, fd.as_fd()) {
                 Ok(()) => Response::Allow,
                 Err(e) => {
                     eprintln!("hsm-serve: denying with EIO: {e:#}");
@@ -472,20 +516,12 @@ impl Daemon {
             .map_err(|_| anyhow!("{} is not under {}", p.display(), self.dst.display()))
     }
 
-    fn src_of(&self, rel: &Path) -> PathBuf {
-        if rel.as_os_str().is_empty() {
-            self.src.clone()
-        } else {
-            self.src.join(rel)
-        }
-    }
-
     fn file_lock(&self, key: FileKey) -> Arc<Mutex<()>> {
         lock(&self.locks).entry(key).or_default().clone()
     }
 
     /// Fill what the event asks for.  Err: deny it.
-    fn serve(&self, ev: &Event, fd: BorrowedFd<'_>) -> Result<()> {
+    fn serve(&self, fetcher: &mut dyn Fetcher, ev: &Event, fd: BorrowedFd<'_>) -> Result<()> {
         let st = nix::sys::stat::fstat(fd.as_raw_fd()).context("fstat event fd")?;
         let key = (st.st_dev, st.st_ino);
         let flock = self.file_lock(key);
@@ -515,7 +551,7 @@ impl Daemon {
             Counters::add(&self.counters.duplicates, 1);
             Ok(())
         } else {
-            self.fetch(&rel, fd, &missing, &mut ranges, &mut fetched)
+            self.fetch(fetcher, &rel, fd, &missing, &mut ranges, &mut fetched)
         };
         if self.verbose {
             eprintln!(
@@ -546,23 +582,21 @@ impl Daemon {
     /// list is too long to store, the smallest gaps.
     fn fetch(
         &self,
+        fetcher: &mut dyn Fetcher,
         rel: &Path,
         fd: BorrowedFd<'_>,
         missing: &[(u64, u64)],
         ranges: &mut RangeSet,
         fetched: &mut u64,
     ) -> Result<()> {
-        let sp = self.src_of(rel);
-        let src = File::open(&sp).with_context(|| format!("source {}", sp.display()))?;
-        if !src.metadata().map(|m| m.is_file()).unwrap_or(false) {
-            bail!("source {} is not a regular file", sp.display());
-        }
+        let mut src = fetcher.open(rel)?;
         let _fetching = self.counters.fetch_started();
         if !self.delay.is_zero() {
             std::thread::sleep(self.delay);
         }
         for &(s, e) in missing {
-            copy_range(&src, fd, s, e).with_context(|| format!("fill {}", rel.display()))?;
+            src.copy_to(fd, s, e)
+                .with_context(|| format!("fill {}", rel.display()))?;
             ranges.insert(s, e);
             *fetched += e - s;
         }
@@ -570,7 +604,8 @@ impl Daemon {
             let Some((s, e)) = ranges.smallest_gap() else {
                 break;
             };
-            copy_range(&src, fd, s, e).with_context(|| format!("fill {}", rel.display()))?;
+            src.copy_to(fd, s, e)
+                .with_context(|| format!("fill {}", rel.display()))?;
             ranges.insert(s, e);
             *fetched += e - s;
         }
@@ -601,44 +636,4 @@ fn parse_stub(v: &[u8], p: &Path) -> Result<u64> {
         .trim()
         .parse()
         .with_context(|| format!("{STUB_XATTR} of {} is not a size: {v:?}", p.display()))
-}
-
-/// Copy `[start, end)` of `src` to the same offsets of `dst`; a source that
-/// ends early is an error.
-fn copy_range(src: &File, dst: BorrowedFd<'_>, start: u64, end: u64) -> Result<()> {
-    let mut off_in = start as i64;
-    let mut off_out = start as i64;
-    let end = end as i64;
-    while off_in < end {
-        let len = (end - off_in).min(1 << 30) as usize;
-        match nix::fcntl::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), len) {
-            Ok(0) => bail!("short read: the source has no data at {off_in} (the stub needs {end})"),
-            Ok(_) => {}
-            Err(Errno::EINTR) => {}
-            Err(Errno::EXDEV | Errno::EOPNOTSUPP | Errno::EINVAL | Errno::ENOSYS) => {
-                return copy_rw(src, dst, off_in as u64, end as u64);
-            }
-            Err(e) => return Err(e).context(format!("copy_file_range at {off_in}")),
-        }
-    }
-    Ok(())
-}
-
-fn copy_rw(src: &File, dst: BorrowedFd<'_>, mut off: u64, end: u64) -> Result<()> {
-    let mut buf = vec![0u8; 1 << 20];
-    while off < end {
-        let n = ((end - off) as usize).min(buf.len());
-        let got = nix::sys::uio::pread(src, &mut buf[..n], off as i64)
-            .with_context(|| format!("read source at {off}"))?;
-        if got == 0 {
-            bail!("short read: the source has no data at {off} (the stub needs {end})");
-        }
-        let mut done = 0;
-        while done < got {
-            done += nix::sys::uio::pwrite(dst, &buf[done..got], (off + done as u64) as i64)
-                .with_context(|| format!("write at {}", off + done as u64))?;
-        }
-        off += got as u64;
-    }
-    Ok(())
 }
