@@ -43,6 +43,7 @@ mod pre_fault_reflink;
 mod pre_fault_reuse;
 mod pre_fault_same_file;
 mod pre_fault_seq;
+mod pre_fault_short_write;
 mod rust_lazy_mirror;
 
 pub static ALL: &[Test] = &[
@@ -64,6 +65,7 @@ pub static ALL: &[Test] = &[
     pre_fault_matrix::TEST,
     pre_fault_exec::TEST,
     pre_fault_same_file::TEST,
+    pre_fault_short_write::TEST,
     pre_fault_reuse::TEST,
     pre_fault_reflink::TEST,
     pre_fault_readahead::TEST,
