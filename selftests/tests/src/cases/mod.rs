@@ -30,6 +30,7 @@ mod pre_fault_exec;
 mod pre_fault_freeze;
 mod pre_fault_freeze_cross;
 mod pre_fault_invariant;
+mod pre_fault_large_buffer;
 mod pre_fault_leave;
 mod pre_fault_listener_death;
 mod pre_fault_mark_validation;
@@ -66,6 +67,7 @@ pub static ALL: &[Test] = &[
     pre_fault_exec::TEST,
     pre_fault_same_file::TEST,
     pre_fault_short_write::TEST,
+    pre_fault_large_buffer::TEST,
     pre_fault_reuse::TEST,
     pre_fault_reflink::TEST,
     pre_fault_readahead::TEST,
