@@ -2,11 +2,6 @@
 
 #include <linux/fsnotify.h>
 
-__rust_helper bool rust_helper_fsnotify_file_has_pre_content(const struct file *file)
-{
-	return FMODE_FSNOTIFY_HSM(file->f_mode);
-}
-
 __rust_helper bool rust_helper_fsnotify_file_has_prefault(const struct file *file)
 {
 	return fsnotify_file_has_prefault(file);

@@ -10,9 +10,8 @@
 use crate::{
     bindings,
     cred::Credential,
-    error::{code::*, from_err_ptr, to_result, Error, Result},
+    error::{code::*, to_result, Error, Result},
     fmt,
-    page::Page,
     sync::aref::{ARef, AlwaysRefCounted},
     types::{NotThreadSafe, Opaque},
 };
@@ -350,50 +349,6 @@ impl LocalFile {
         // SAFETY: The file is valid because the shared reference guarantees a nonzero refcount,
         // and an open file's `f_inode` is valid and never changes.
         unsafe { bindings::i_size_read((*self.as_ptr()).f_inode) }
-    }
-
-    /// Copies page `index` of the file's page cache into `dst`.
-    ///
-    /// Reads the page from the filesystem first if it is not cached. This is a page cache
-    /// access below the VFS read path: it sends no fsnotify events and takes no inode lock, so
-    /// it may be used in a page fault handler once the pre-content event for the page has been
-    /// answered (see [`VmFault::pre_content`]). A page beyond the end of the file reads as
-    /// zeroes or fails, as the filesystem decides: check [`LocalFile::size`] first.
-    ///
-    /// Fails with [`EINVAL`] if the file is not a regular file with a page cache the filesystem
-    /// reads into (e.g. a DAX file, or a file of a filesystem without `read_folio`).
-    ///
-    /// [`VmFault::pre_content`]: crate::mm::fault::VmFault::pre_content
-    pub fn read_page_cache(&self, index: usize, dst: &mut Page) -> Result {
-        let file = self.as_ptr();
-        // SAFETY: The file is valid because the shared reference guarantees a nonzero refcount,
-        // and an open file's `f_inode` and `f_mapping`, and the mapping's `a_ops`, are valid and
-        // stay so while it is open. `i_mode` never changes, and the `S_DAX` bit of `i_flags`
-        // does not change while the file is open.
-        let readable = unsafe {
-            let inode = (*file).f_inode;
-            let a_ops = (*(*file).f_mapping).a_ops;
-            u32::from((*inode).i_mode) & bindings::S_IFMT == bindings::S_IFREG
-                && (*inode).i_flags & bindings::S_DAX == 0
-                && !a_ops.is_null()
-                && (*a_ops).read_folio.is_some()
-        };
-        if !readable {
-            return Err(EINVAL);
-        }
-        // SAFETY: As above, `f_mapping` is valid, and it has a `read_folio`, which a NULL filler
-        // makes `read_cache_folio` use.
-        let folio = unsafe { bindings::read_cache_folio((*file).f_mapping, index, None, file) };
-        let folio = from_err_ptr(folio)?;
-        // SAFETY: `read_cache_folio` returned a referenced, uptodate folio that contains `index`.
-        // `dst` is a valid order-0 page by the type invariants of `Page`, and the exclusive
-        // reference means nobody else accesses it during the copy. The copy tolerates
-        // concurrent writes to the source, like any read of the page cache.
-        unsafe {
-            bindings::copy_highpage(dst.as_ptr(), bindings::folio_file_page(folio, index));
-            bindings::folio_put(folio);
-        }
-        Ok(())
     }
 }
 

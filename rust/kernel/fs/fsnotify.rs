@@ -17,9 +17,27 @@
 //!
 //! [`VmFault::pre_content`]: crate::mm::fault::VmFault::pre_content
 
-use crate::{bindings, error::to_result, fs::File, prelude::*};
+use crate::{
+    bindings,
+    error::to_result,
+    fs::{
+        file::Offset,
+        File, //
+    },
+    prelude::*, //
+};
 
 /// How an access uses the range it asks permission for.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::fs::fsnotify::Access;
+///
+/// let access = Access::Read;
+/// assert_eq!(access, Access::Read);
+/// assert_ne!(access, Access::Write);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
     /// The access reads the range.
@@ -40,18 +58,32 @@ impl Access {
 }
 
 impl File {
-    /// Returns whether accesses to this file's content send pre-content events.
-    ///
-    /// Decided when the file is opened: true if a pre-content mark watched the file then.
-    #[inline]
-    pub fn has_pre_content_watch(&self) -> bool {
-        // SAFETY: The file is valid because the shared reference guarantees a nonzero refcount,
-        // and `f_mode` is not changed for the pre-content bits after open.
-        unsafe { bindings::fsnotify_file_has_pre_content(self.as_ptr()) }
-    }
-
     /// Returns whether page faults that read this file's content send fault-time pre-content
     /// events (`FAN_PRE_FAULT`) instead of `mmap()` sending one for the whole mapped range.
+    ///
+    /// Decided when the file is opened: true if a `FAN_PRE_FAULT` mark watched the file then.
+    ///
+    /// # Examples
+    ///
+    /// A driver that maps a file's content decides when to let its listeners fill it:
+    ///
+    /// ```
+    /// use kernel::{
+    ///     fs::{
+    ///         fsnotify::Access,
+    ///         File, //
+    ///     },
+    ///     prelude::*, //
+    /// };
+    ///
+    /// fn announce(file: &File) -> Result {
+    ///     if !file.has_fault_events() {
+    ///         // Its listeners want one event for the whole content, before any fault.
+    ///         file.pre_content_perm(Access::Read, 0, usize::try_from(file.size())?)?;
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
     #[inline]
     pub fn has_fault_events(&self) -> bool {
         // SAFETY: The file is valid because the shared reference guarantees a nonzero refcount.
@@ -63,7 +95,8 @@ impl File {
     /// Blocks until every listener answered; a listener of an HSM fills the range before it
     /// answers. Returns the error the listener denied the access with (e.g. [`EIO`]), or
     /// [`EINTR`] if a fatal signal interrupted the wait. Returns `Ok(())` at once if the file has
-    /// no pre-content watch.
+    /// no pre-content watch (decided when the file was opened), so it can be called for any
+    /// file.
     ///
     /// Must not be called holding a lock that the listener may need to fill the file, see the
     /// [module documentation](self).
@@ -76,20 +109,24 @@ impl File {
     /// A driver that copies from a file the user gave it:
     ///
     /// ```
-    /// use kernel::fs::{fsnotify::Access, File};
-    /// use kernel::prelude::*;
+    /// use kernel::{
+    ///     fs::{
+    ///         file::Offset,
+    ///         fsnotify::Access,
+    ///         File, //
+    ///     },
+    ///     prelude::*, //
+    /// };
     ///
-    /// fn copy_in(file: &File, pos: i64, len: usize) -> Result {
-    ///     if file.has_pre_content_watch() {
-    ///         // The listener fills `pos..pos + len` before this returns, or refuses.
-    ///         file.pre_content_perm(Access::Read, pos, len)?;
-    ///     }
+    /// fn copy_in(file: &File, pos: Offset, len: usize) -> Result {
+    ///     // The listener fills `pos..pos + len` before this returns, or refuses.
+    ///     file.pre_content_perm(Access::Read, pos, len)?;
     ///     // ... read the range ...
     ///     Ok(())
     /// }
     /// ```
     #[inline]
-    pub fn pre_content_perm(&self, access: Access, pos: i64, len: usize) -> Result {
+    pub fn pre_content_perm(&self, access: Access, pos: Offset, len: usize) -> Result {
         // SAFETY: The file is valid because the shared reference guarantees a nonzero refcount,
         // and `pos` is a valid pointer for the duration of the call.
         to_result(unsafe {

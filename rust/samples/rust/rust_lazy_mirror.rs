@@ -7,10 +7,17 @@
 //! reads one page of the backing file. If the backing file gets fault-time pre-content events
 //! (a fanotify `FAN_PRE_FAULT` mark), the fault handler sends one for the page first, through
 //! [`VmFault::pre_content`], so a hierarchical storage manager fills exactly the pages that are
-//! touched. A denied event gives `SIGBUS`, so does a page past the end of the backing file.
+//! touched. A backing file watched only for `mmap()`-time events (`FAN_PRE_ACCESS`) has its
+//! whole content announced by `LAZY_MIRROR_SET_BACKING`, which holds no lock, and is mirrored up
+//! to the size it had then; so is an unwatched one. A denied event gives `SIGBUS`, so does a
+//! page past the end.
+//!
+//! `LAZY_MIRROR_VMA_LOCK_FAULTS` reads how many faults on the device's mappings were handled
+//! under the per-VMA lock, which the handler gets because it implements `map_pages`.
 //!
 //! ```c
 //! #define LAZY_MIRROR_SET_BACKING _IOW('|', 0xa0, __u32)
+//! #define LAZY_MIRROR_VMA_LOCK_FAULTS _IOR('|', 0xa1, __u64)
 //!
 //! int dev = open("/dev/rust-lazy-mirror", O_RDONLY);
 //! __u32 fd = open("lazy-file", O_RDONLY);
@@ -21,23 +28,59 @@
 
 use kernel::{
     fs::{
-        file::flags::{O_ACCMODE, O_WRONLY},
-        File, LocalFile,
+        file::{
+            flags::{
+                O_ACCMODE,
+                O_WRONLY, //
+            },
+            Offset,
+        },
+        fsnotify::Access,
+        File,
+        LocalFile, //
     },
-    ioctl::{_IOC_SIZE, _IOW},
-    miscdevice::{MiscDevice, MiscDeviceOptions, MiscDeviceRegistration},
+    ioctl::{
+        _IOC_SIZE,
+        _IOR,
+        _IOW, //
+    },
+    miscdevice::{
+        MiscDevice,
+        MiscDeviceOptions,
+        MiscDeviceRegistration, //
+    },
     mm::{
-        fault::{PreContent, VmFault, VmFaultReturn, VmOperations},
+        fault::{
+            FaultFlags,
+            PreContent,
+            VmFault,
+            VmFaultAround,
+            VmFaultReturn,
+            VmOperations, //
+        },
         virt::VmaNew,
     },
     new_mutex,
-    page::{Page, PAGE_SHIFT},
+    page::{
+        Page,
+        PAGE_SIZE, //
+    },
     prelude::*,
-    sync::{aref::ARef, Arc, ArcBorrow, Mutex},
+    sync::{
+        aref::ARef,
+        atomic::{
+            Atomic,
+            Relaxed, //
+        },
+        Arc,
+        ArcBorrow,
+        Mutex, //
+    },
     uaccess::UserSlice,
 };
 
 const LAZY_MIRROR_SET_BACKING: u32 = _IOW::<u32>('|' as u32, 0xa0);
+const LAZY_MIRROR_VMA_LOCK_FAULTS: u32 = _IOR::<u64>('|' as u32, 0xa1);
 
 module! {
     type: LazyMirrorModule,
@@ -64,11 +107,22 @@ impl kernel::InPlaceModule for LazyMirrorModule {
     }
 }
 
+/// The backing file of a device instance.
+#[derive(Clone)]
+struct Backing {
+    file: ARef<File>,
+    /// For a file without fault-time events: the size announced by `LAZY_MIRROR_SET_BACKING`,
+    /// the only part of the file the mappings show.
+    announced: Option<Offset>,
+}
+
 /// An open instance of the device.
 #[pin_data]
 struct LazyMirror {
     #[pin]
-    backing: Mutex<Option<ARef<File>>>,
+    backing: Mutex<Option<Backing>>,
+    /// Faults handled under the per-VMA lock, on all mappings of this instance.
+    vma_lock_faults: Arc<Atomic<u64>>,
 }
 
 #[vtable]
@@ -76,9 +130,11 @@ impl MiscDevice for LazyMirror {
     type Ptr = Pin<KBox<Self>>;
 
     fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<Pin<KBox<Self>>> {
+        let vma_lock_faults = Arc::new(Atomic::new(0), GFP_KERNEL)?;
         KBox::try_pin_init(
             try_pin_init!(LazyMirror {
                 backing <- new_mutex!(None),
+                vma_lock_faults,
             }),
             GFP_KERNEL,
         )
@@ -89,7 +145,11 @@ impl MiscDevice for LazyMirror {
         // The mapping shows the backing file, which it never writes.
         vma.try_clear_maywrite().map_err(|_| EACCES)?;
         vma.set_mixedmap();
-        vma.set_vm_ops(Arc::new(MirrorMapping { backing }, GFP_KERNEL)?);
+        let mapping = MirrorMapping {
+            backing,
+            vma_lock_faults: me.vma_lock_faults.clone(),
+        };
+        vma.set_vm_ops::<MirrorMapping>(Arc::new(mapping, GFP_KERNEL)?);
         Ok(())
     }
 
@@ -107,7 +167,23 @@ impl MiscDevice for LazyMirror {
                 if file.flags() & O_ACCMODE == O_WRONLY {
                     return Err(EBADF);
                 }
-                *me.backing.lock() = Some(file);
+                // A file whose listeners expect one event for a whole mapping gets it here,
+                // where no lock is held: the fault handler sends them nothing.
+                let announced = if file.has_fault_events() {
+                    None
+                } else {
+                    let size = file.size();
+                    file.pre_content_perm(Access::Read, 0, usize::try_from(size)?)?;
+                    Some(size)
+                };
+                *me.backing.lock() = Some(Backing { file, announced });
+                Ok(0)
+            }
+            LAZY_MIRROR_VMA_LOCK_FAULTS => {
+                let n = me.vma_lock_faults.load(Relaxed);
+                UserSlice::new(UserPtr::from_addr(arg), _IOC_SIZE(cmd))
+                    .writer()
+                    .write(&n)?;
                 Ok(0)
             }
             _ => Err(ENOTTY),
@@ -117,42 +193,55 @@ impl MiscDevice for LazyMirror {
 
 /// A mapping of the device: the state its faults share.
 struct MirrorMapping {
-    backing: ARef<File>,
+    backing: Backing,
+    vma_lock_faults: Arc<Atomic<u64>>,
 }
 
+#[vtable]
 impl VmOperations for MirrorMapping {
-    fn fault(this: ArcBorrow<'_, Self>, vmf: VmFault<'_>) -> VmFaultReturn {
+    type Ptr = Arc<Self>;
+
+    fn fault<'a>(this: ArcBorrow<'_, Self>, vmf: VmFault<'a>) -> VmFaultReturn<'a> {
+        if vmf.flags().contains(FaultFlags::VMA_LOCK) {
+            this.vma_lock_faults.fetch_add(1, Relaxed);
+        }
         let index = vmf.pgoff();
-        let size = this.backing.size();
-        // A page that starts at or after the end of the backing file does not exist.
-        if i64::try_from(index)
+        let backing = &this.backing;
+        // A page that starts at or after the end of what the mapping shows does not exist.
+        let end = backing.announced.unwrap_or_else(|| backing.file.size());
+        let pos = Offset::try_from(index)
             .ok()
-            .and_then(|i| i.checked_shl(PAGE_SHIFT as u32))
-            .is_none_or(|pos| pos >= size)
-        {
-            return VmFaultReturn::SIGBUS;
+            .and_then(|i| i.checked_mul(PAGE_SIZE as Offset));
+        if pos.is_none_or(|pos| pos >= end) {
+            return vmf.sigbus();
         }
 
         // The listener fills the page before the fault reads it. The lock may be gone after
-        // this: only the returned token gives access to the VMA again.
-        let vmf = match vmf.pre_content(&this.backing, index, 1) {
+        // this: only the returned token gives access to the fault again.
+        let vmf = match vmf.pre_content(&backing.file, index, 1) {
             PreContent::Proceed(vmf) => vmf,
             PreContent::Done(ret) => return ret,
         };
 
         let mut page = match Page::alloc_page(GFP_KERNEL) {
             Ok(page) => page,
-            Err(_) => return VmFaultReturn::OOM,
+            Err(err) => return vmf.error(err.into()),
         };
-        if let Err(err) = this.backing.read_page_cache(index, &mut page) {
-            return err.into();
+        match vmf.read_page(index, &mut page) {
+            Ok(()) => vmf.insert_page(&page),
+            Err(err) => vmf.error(err),
         }
-        let Some(vma) = vmf.vma().as_mixedmap_vma() else {
-            return VmFaultReturn::SIGBUS;
-        };
-        match vma.vm_insert_page(vmf.address(), &page) {
-            Ok(()) => VmFaultReturn::NOPAGE,
-            Err(err) => err.into(),
-        }
+    }
+
+    /// Maps nothing: the faulting page may need an event, which cannot be sent here. Having
+    /// it lets faults under the per-VMA lock reach `fault` instead of being retried under the
+    /// mmap lock.
+    fn map_pages(
+        _this: ArcBorrow<'_, Self>,
+        _vmf: &VmFaultAround<'_>,
+        _start: usize,
+        _end: usize,
+    ) -> bool {
+        false
     }
 }

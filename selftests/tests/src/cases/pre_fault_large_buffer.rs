@@ -7,7 +7,7 @@
 //! (the first filled, the second not) and of 3 MiB, and pwrite(2) and
 //! pread(2) of a file through an overlay mounted on the test filesystem.
 //!
-//! Guards patch 8 (cover letter: "Design: reads and writes fault lazy
+//! Guards patch 6 (cover letter: "Design: reads and writes fault lazy
 //! buffers in outside their locks"): inside ->read_iter() or ->write_iter()
 //! of a regular file a fault on an unfilled lazy page is refused (no event);
 //! call_rw_iter() drops the freeze protection, faults in the next 1 MiB of

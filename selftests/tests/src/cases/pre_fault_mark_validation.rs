@@ -3,7 +3,7 @@
 //!
 //! Case 0, fanotify_mark(2) with FAN_PRE_FAULT, as fanotify_mark(2) in
 //! Documentation/filesystems/fanotify-pre-fault.rst and do_fanotify_mark()
-//! (patches 0005 and 0012) have it:
+//! (patches 0001 and 0004) have it:
 //! - without FAN_PRE_ACCESS in the same mask: EINVAL (also with another
 //!   permission event, and on a filesystem mark);
 //! - with FAN_ONDIR: EINVAL;
@@ -13,7 +13,7 @@
 //! - in a FAN_CLASS_NOTIF or FAN_CLASS_CONTENT group: EINVAL;
 //! - in an ignore mask (FAN_MARK_IGNORE, with or without
 //!   FAN_MARK_IGNORED_SURV_MODIFY) alone, without FAN_PRE_ACCESS: accepted
-//!   (patch 0012; v1 refused it with EINVAL);
+//!   (patch 0004; v1 refused it with EINVAL);
 //! - filesystem and mount marks with FAN_PRE_ACCESS | FAN_PRE_FAULT:
 //!   accepted.
 //!
@@ -25,7 +25,7 @@
 //! in pre_fault_leave (case 0).
 //!
 //! Case 1: FAN_MARK_REMOVE of FAN_PRE_ACCESS removes FAN_PRE_FAULT too
-//! (patch 0005): the mark, kept alive by FAN_OPEN_PERM, loses both bits
+//! (patch 0001): the mark, kept alive by FAN_OPEN_PERM, loses both bits
 //! (fdinfo), and a file opened afterwards, mapped and faulted, sends no
 //! FAN_PRE_FAULT (and no FAN_PRE_ACCESS), only its FAN_OPEN_PERM; the inode
 //! left fault-time mode with its last FAN_PRE_FAULT mark, so the fault reads
@@ -40,7 +40,7 @@
 //!
 //! Case 5, decided at open: a file opened before the inode mark was added
 //! gets no events.  Its inode is in fault-time mode from the mark on, so,
-//! as "Fault-time mode" of the documentation (patch 0011) says, it cannot
+//! as "Fault-time mode" of the documentation (patch 0004) says, it cannot
 //! read what the listener has not filled: a fault through a mapping of it
 //! gets SIGBUS and read(2) fails with EIO (pre_fault_invariant case 0 also
 //! checks the read() and readahead hints); a file opened after the mark gets

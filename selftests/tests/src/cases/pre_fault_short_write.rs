@@ -2,10 +2,10 @@
 //! the listener fills and one it denies returns exactly the bytes written
 //! before the denied page, and those bytes are right.  The series refuses the
 //! buffer's page faults inside ->write_iter(), faults the buffer in outside
-//! the filesystem's locks and calls again (patch 8): the first round writes
+//! the filesystem's locks and calls again (patch 6): the first round writes
 //! nothing, the fault-in fills page one and is denied on page two, the
 //! second round writes page one, and the fault-in of page two fails.  A
-//! review found that an earlier version of patch 8 then returned 8192 for
+//! review found that an earlier version of patch 6 then returned 8192 for
 //! the 4096 bytes written.  btrfs faults its whole write chunk in before it
 //! copies and writes nothing when part of it cannot be (EFAULT), as it does
 //! for an unmapped page.

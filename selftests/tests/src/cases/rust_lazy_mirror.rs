@@ -8,7 +8,16 @@
 //! gives SIGBUS; a page past the backing file's end gives SIGBUS; closing the
 //! listener with faults pending ends them all with SIGBUS and caches nothing
 //! (review K6: pending fault-time events are denied); a writable mapping and a
-//! write-only backing fd are refused.
+//! write-only backing fd are refused.  And what the review of v1's Rust
+//! patches asked (R3-R7, their v2): a backing file watched only for mmap()-time
+//! events (FAN_PRE_ACCESS) gets one event for its whole content at
+//! LAZY_MIRROR_SET_BACKING and the mapping shows filled bytes, never unfilled
+//! ones (v1's sample read them); a mapping at page offset 2^51 and 2^51 - 1
+//! (byte offsets that overflow or nearly overflow loff_t) gets SIGBUS and no
+//! event; two threads faulting the same page together both get it (v1 gave
+//! one of them SIGBUS for vm_insert_page()'s -EBUSY); and faults under the
+//! per-VMA lock reach the Rust handler, which implements map_pages (without
+//! it they are retried under the mmap lock).
 //!
 //! Guards the cover letter's Rust section (the bindings have an in-tree user that
 //! works, rust/samples/rust/rust_lazy_mirror.rs), and through it the Design
@@ -60,6 +69,7 @@ const DEV: &str = "/dev/rust-lazy-mirror";
 const FILE_PAGES: u64 = 64;
 
 nix::ioctl_write_ptr!(set_backing, b'|', 0xa0, u32);
+nix::ioctl_read!(vma_lock_faults, b'|', 0xa1, u64);
 
 /// Open the device and give it `backing` (opened with `opts`).
 fn mirror_of(backing: &std::fs::File) -> nix::Result<std::fs::File> {
@@ -311,6 +321,148 @@ fn refused(ctx: &Ctx) {
     }
 }
 
+/// R3: a backing file watched only for mmap()-time events gets one
+/// FAN_PRE_ACCESS for its whole content when it is set, and the mapping shows
+/// what the listener filled.
+fn mmap_mode_backing(ctx: &Ctx) {
+    let path = ctx.path("mmap-mode");
+    let size = FILE_PAGES * page_size();
+    create_sparse_file(&path, size);
+    let l = Listener::filling(pre_content_group(&path, FAN_MARK_INODE, FAN_PRE_ACCESS));
+    let backing = open_ro(&path);
+    let (_dev, m) = mirror_map(&backing);
+    let seen = l.seen();
+    let whole = seen
+        .iter()
+        .filter(|e| e.mask == FAN_PRE_ACCESS)
+        .any(|e| e.range.is_some_and(|r| r.offset == 0 && r.count >= size));
+    if whole {
+        tpass!("mmap-mode backing: LAZY_MIRROR_SET_BACKING announced the whole file");
+    } else {
+        tfail!("mmap-mode backing: no FAN_PRE_ACCESS for the whole file (seen {seen:?})");
+    }
+    let wrong: Vec<u64> = [0, 7, FILE_PAGES - 1]
+        .into_iter()
+        .filter(|&p| pattern_mismatch(p * page_size(), &m.read_page(p)).is_some())
+        .collect();
+    if wrong.is_empty() {
+        tpass!("mmap-mode backing: the mapping shows the filled bytes");
+    } else {
+        tfail!(
+            "mmap-mode backing: pages {wrong:?} are not the filled bytes (unfilled content read)"
+        );
+    }
+    let faults = l.stop().iter().filter(|e| e.mask == FAN_PRE_FAULT).count();
+    if faults == 0 {
+        tpass!("mmap-mode backing: no FAN_PRE_FAULT (the mark did not ask for them)");
+    } else {
+        tfail!("mmap-mode backing: {faults} FAN_PRE_FAULT events");
+    }
+}
+
+/// R4: page offsets whose byte offset overflows (2^51) or nearly overflows
+/// (2^51 - 1) a loff_t: SIGBUS, and no event with a bogus offset.
+fn huge_pgoff(ctx: &Ctx) {
+    let path = ctx.path("huge-pgoff");
+    create_sparse_file(&path, FILE_PAGES * page_size());
+    let l = Listener::filling(lazy_group(&path, FAN_MARK_INODE));
+    let backing = open_ro(&path);
+    let dev = mirror_of(&backing).or_brok("LAZY_MIRROR_SET_BACKING");
+    for pgoff in [(1u64 << 51) - 1, 1u64 << 51] {
+        let m = match Map::new(&dev, pgoff, 1, ProtFlags::PROT_READ, MapFlags::MAP_SHARED) {
+            Ok(m) => m,
+            Err(e) => {
+                tfail!("mmap at page offset {pgoff:#x}: {e}");
+                continue;
+            }
+        };
+        match touch_in_child(&m, 0) {
+            WaitStatus::Signaled(_, Signal::SIGBUS, _) => {
+                tpass!("page offset {pgoff:#x}: SIGBUS")
+            }
+            other => tfail!("page offset {pgoff:#x}: want death by SIGBUS, got {other:?}"),
+        }
+    }
+    let seen = l.stop();
+    if seen.is_empty() {
+        tpass!("huge page offsets: no event");
+    } else {
+        tfail!("huge page offsets: events {seen:?}");
+    }
+}
+
+/// R5: two threads fault the same page of the mapping at the same time, for
+/// each of PAGES pages: both get it (vm_insert_page()'s -EBUSY for the one
+/// that comes second is not an error of the fault).
+fn same_page_threads(ctx: &Ctx) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const PAGES: u64 = 1024;
+    let path = ctx.path("two-threads");
+    create_pattern_file(&path, PAGES * page_size());
+    let backing = open_ro(&path);
+    let dev = mirror_of(&backing).or_brok("LAZY_MIRROR_SET_BACKING");
+    let m = Map::new(&dev, 0, PAGES, ProtFlags::PROT_READ, MapFlags::MAP_SHARED).or_brok("mmap");
+    let status = in_child(|| {
+        default_sigbus();
+        let go = AtomicU64::new(u64::MAX);
+        let ready = AtomicU64::new(0);
+        let bad = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    for p in 0..PAGES {
+                        ready.fetch_add(1, Ordering::AcqRel);
+                        while go.load(Ordering::Acquire) != p {
+                            std::hint::spin_loop();
+                        }
+                        if pattern_mismatch(p * page_size(), &m.read_page(p)).is_some() {
+                            bad.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+            for p in 0..PAGES {
+                while ready.load(Ordering::Acquire) < 2 * (p + 1) {
+                    std::hint::spin_loop();
+                }
+                go.store(p, Ordering::Release);
+            }
+        });
+        if bad.load(Ordering::Relaxed) == 0 {
+            0
+        } else {
+            12
+        }
+    });
+    match status {
+        WaitStatus::Exited(_, 0) => {
+            tpass!("{PAGES} pages faulted by two threads at once: both got each page, right bytes")
+        }
+        WaitStatus::Exited(_, 12) => tfail!("two threads: some pages showed wrong bytes"),
+        other => tfail!(
+            "two threads faulting one page: {other:?} (SIGBUS: the second insert failed the fault)"
+        ),
+    }
+}
+
+/// R7: with map_pages, faults under the per-VMA lock reach the Rust handler.
+fn vma_lock_faults_reach_handler(ctx: &Ctx) {
+    let (_backing, dev) = unwatched_mirror(ctx, "vma-lock");
+    let m = Map::new(&dev, 0, 4, ProtFlags::PROT_READ, MapFlags::MAP_SHARED).or_brok("mmap");
+    for p in 0..4 {
+        m.touch(p);
+    }
+    let mut n = 0u64;
+    // SAFETY: the ioctl writes one u64 to a valid pointer.
+    match unsafe { vma_lock_faults(dev.as_raw_fd(), &mut n) } {
+        Ok(_) if n >= 1 => {
+            tpass!("{n} of the 4 faults reached the Rust handler under the per-VMA lock")
+        }
+        Ok(_) => tfail!("no fault reached the Rust handler under the per-VMA lock"),
+        Err(e) => tfail!("LAZY_MIRROR_VMA_LOCK_FAULTS: {e}"),
+    }
+}
+
 fn run(ctx: &Ctx) {
     touch_pages(ctx, "scattered pages", &[5, 0, 63, 17]);
     std::fs::remove_file(ctx.path("backing")).or_brok("unlink");
@@ -319,4 +471,8 @@ fn run(ctx: &Ctx) {
     past_eof(ctx);
     listener_death(ctx);
     refused(ctx);
+    mmap_mode_backing(ctx);
+    huge_pgoff(ctx);
+    same_page_threads(ctx);
+    vma_lock_faults_reach_handler(ctx);
 }

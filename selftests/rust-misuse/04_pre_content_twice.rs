@@ -1,0 +1,47 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Calling pre_content() twice in one fault (the second event's answer would be lost: livelock).
+//!
+//! expect: E0599
+#![allow(dead_code, unused_imports)]
+
+use kernel::{
+    fs::File,
+    mm::fault::{PreContent, VmFault, VmFaultReturn, VmOperations},
+    prelude::*,
+    sync::{aref::ARef, Arc, ArcBorrow},
+};
+
+module! {
+    type: Misuse,
+    name: "fpc_misuse",
+    authors: ["fanotify-prefault developers"],
+    description: "a misuse of the fault API that must not compile",
+    license: "GPL",
+}
+
+struct Misuse;
+
+impl kernel::Module for Misuse {
+    fn init(_module: &'static ThisModule) -> Result<Self> {
+        Ok(Misuse)
+    }
+}
+
+struct Mirror {
+    backing: ARef<File>,
+}
+
+#[vtable]
+impl VmOperations for Mirror {
+    type Ptr = Arc<Self>;
+
+    fn fault<'a>(this: ArcBorrow<'_, Self>, vmf: VmFault<'a>) -> VmFaultReturn<'a> {
+        match vmf.pre_content(&this.backing, 0, 1) {
+            PreContent::Proceed(vmf) => match vmf.pre_content(&this.backing, 1, 1) {
+                PreContent::Proceed(vmf) => vmf.sigbus(),
+                PreContent::Done(ret) => ret,
+            },
+            PreContent::Done(ret) => ret,
+        }
+    }
+}
