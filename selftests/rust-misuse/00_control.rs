@@ -49,7 +49,7 @@ impl VmOperations for Mirror {
             Err(err) => return vmf.error(err.into()),
         };
         match vmf.read_page(index, &mut page) {
-            Ok(()) => vmf.insert_page(&page),
+            Ok(()) => vmf.insert_page(page),
             Err(err) => vmf.error(err),
         }
     }
@@ -59,7 +59,6 @@ impl VmOperations for Mirror {
         _vmf: &VmFaultAround<'_>,
         _start: usize,
         _end: usize,
-    ) -> bool {
-        false
+    ) {
     }
 }

@@ -127,6 +127,9 @@ impl File {
     /// ```
     #[inline]
     pub fn pre_content_perm(&self, access: Access, pos: Offset, len: usize) -> Result {
+        // It waits for user space, which may need locks the caller holds: see the module
+        // documentation.
+        crate::task::might_sleep();
         // SAFETY: The file is valid because the shared reference guarantees a nonzero refcount,
         // and `pos` is a valid pointer for the duration of the call.
         to_result(unsafe {

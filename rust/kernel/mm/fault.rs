@@ -255,12 +255,13 @@ impl<'a> RawFault<'a> {
         unsafe { VmFaultReturn::new(raw) }
     }
 
-    fn insert_page(self, page: &Page) -> VmFaultReturn<'a> {
+    fn insert_page(self, page: Page) -> VmFaultReturn<'a> {
         let address = self.raw().__bindgen_anon_1.address;
         let raw = match self.vma().as_mixedmap_vma() {
             // SAFETY: The fault lock is held by the type invariants, the VMA has `VM_MIXEDMAP`
             // (so `vm_insert_page()` does not set it, which needs the mmap lock), and `page` is
-            // a valid order-0 page by the type invariants of `Page`.
+            // a valid order-0 page by the type invariants of `Page`. The mapping takes a
+            // reference of its own; ours is dropped when `page` goes out of scope.
             Some(vma) => unsafe { bindings::vmf_insert_page(vma.as_ptr(), address, page.as_ptr()) },
             None => bindings::vm_fault_reason_VM_FAULT_SIGBUS,
         };
@@ -325,10 +326,10 @@ macro_rules! fault_token_methods {
         ///
         /// The mapping must have `VM_MIXEDMAP` (see [`VmaNew::set_mixedmap`]), else the fault gets
         /// `SIGBUS`. If another thread mapped the address first, the fault succeeds with that
-        /// thread's page (`-EBUSY` is not an error for a fault). The page is not consumed: the
-        /// mapping takes a reference of its own.
+        /// thread's page (`-EBUSY` is not an error for a fault). The page is consumed: once user
+        /// space can see it, the driver cannot write to it any more.
         #[inline]
-        pub fn insert_page(self, page: &Page) -> VmFaultReturn<'a> {
+        pub fn insert_page(self, page: Page) -> VmFaultReturn<'a> {
             self.fault.insert_page(page)
         }
     };
@@ -393,8 +394,9 @@ impl<'a> VmFault<'a> {
     /// - [`PreContent::Proceed`]: the lock is held, and the returned [`Announced`] token lets
     ///   the handler read the range ([`Announced::read_page`]) and end the fault.
     /// - [`PreContent::Done`]: return its value from the handler. After the lock was released
-    ///   it is a retry ([`VmFaultReturn::is_retry`]). It is `SIGBUS` if `start` is at or past
-    ///   the end of `file`, if `nr` is 0, if a listener denied the access, if the fault may not
+    ///   it is a retry ([`VmFaultReturn::is_retry`]). It is `SIGBUS` if `nr` is 0, and for a
+    ///   file with fault-time events if `start` is at or past its end, if a listener denied
+    ///   the access, if the fault may not
     ///   release the lock (no [`FaultFlags::ALLOW_RETRY`]), or if it happens inside a read or
     ///   write of a regular file (which faults its buffer in afterwards, holding no filesystem
     ///   lock, and goes on). A [`FaultFlags::RETRY_NOWAIT`] fault gets a retry with the lock
@@ -428,7 +430,7 @@ impl<'a> VmFault<'a> {
     ///         Err(err) => return vmf.error(err.into()),
     ///     };
     ///     match vmf.read_page(index, &mut page) {
-    ///         Ok(()) => vmf.insert_page(&page),
+    ///         Ok(()) => vmf.insert_page(page),
     ///         Err(err) => vmf.error(err),
     ///     }
     /// }
@@ -490,15 +492,15 @@ pub enum PreContent<'a, 'f> {
 /// };
 ///
 /// /// Serves page `index` of `file` from a page the caller allocated.
-/// fn serve<'a>(vmf: Announced<'a, '_>, index: usize, page: &mut Page) -> VmFaultReturn<'a> {
+/// fn serve<'a>(vmf: Announced<'a, '_>, index: usize, mut page: Page) -> VmFaultReturn<'a> {
 ///     // Only the announced page can be read: `index + 1` would fail with EINVAL.
-///     match vmf.read_page(index, page) {
+///     match vmf.read_page(index, &mut page) {
 ///         Ok(()) => vmf.insert_page(page),
 ///         Err(err) => vmf.error(err),
 ///     }
 /// }
 ///
-/// fn fault<'a>(vmf: VmFault<'a>, file: &File, page: &mut Page) -> VmFaultReturn<'a> {
+/// fn fault<'a>(vmf: VmFault<'a>, file: &File, page: Page) -> VmFaultReturn<'a> {
 ///     let index = vmf.pgoff();
 ///     match vmf.pre_content(file, index, 1) {
 ///         PreContent::Proceed(vmf) => serve(vmf, index, page),
@@ -509,8 +511,10 @@ pub enum PreContent<'a, 'f> {
 ///
 /// # Invariants
 ///
-/// As for [`VmFault`], and: pages `start..start + nr` of `file` were announced by a fault-time
-/// pre-content event that was allowed, or `file` gets no fault-time events.
+/// As for [`VmFault`], and: pages `start..start + nr` of `file` (those before its end) were
+/// announced by a fault-time pre-content event that was allowed, or were all in the page cache
+/// (covered by an earlier event), or `file` gets no fault-time events (the driver announces
+/// such a file's content itself, see [`VmFault::pre_content`]).
 pub struct Announced<'a, 'f> {
     fault: RawFault<'a>,
     file: &'f File,
@@ -524,33 +528,29 @@ impl<'a> Announced<'a, '_> {
     /// Copies page `index` of the announced file into `dst`, reading it from the filesystem if
     /// it is not in the page cache.
     ///
-    /// Holds the file's `invalidate_lock` while it finds the page, so that a concurrent
-    /// truncate or hole punch cannot hand it a page being removed. Fails with [`EINVAL`] if
-    /// `index` is outside the announced range, or the file has no page cache the filesystem
-    /// reads into (a DAX file, a filesystem without `read_folio`); with [`EBADF`] if the file
-    /// was not opened for reading; with [`ERANGE`] if the page is at or past the end of the
-    /// file. Sends no events and takes no other lock.
+    /// Holds the file's `invalidate_lock` while it finds the page, so that a truncate or hole
+    /// punch of a filesystem that takes it (ext4, xfs) cannot hand it a page being removed, and
+    /// the folio lock while it reads one. Fails with [`EINVAL`] if `index` is outside the
+    /// announced range, or the file has no page cache the filesystem reads into (a DAX file, a
+    /// filesystem without `read_folio`); with [`EBADF`] if the file was not opened for reading;
+    /// with [`ERANGE`] if the page is at or past the end of the file. Sends no events. Reading
+    /// may wait for I/O with the fault lock held, as drivers that read a file in `->fault()`
+    /// do; for a file in fault-time mode a page that was evicted since the event fails
+    /// (`EIO`) instead of being read without an event.
     pub fn read_page(&self, index: usize, dst: &mut Page) -> Result {
         if index < self.start || index - self.start >= self.nr {
             return Err(EINVAL);
         }
         let file = self.file.as_ptr();
         // SAFETY: The file is valid because the shared reference guarantees a nonzero refcount.
-        // An open file's `f_mode` read bit, `f_inode` and `f_mapping`, and the mapping's
-        // `a_ops`, do not change while it is open; nor do the file type bits of `i_mode`, nor
-        // (while the file is open) the `S_DAX` bit of `i_flags`.
-        let (readable, mapping) = unsafe {
-            let inode = (*file).f_inode;
-            let a_ops = (*(*file).f_mapping).a_ops;
-            let readable = (*file).f_mode & bindings::FMODE_READ != 0;
-            let cached = u32::from((*inode).i_mode) & bindings::S_IFMT == bindings::S_IFREG
-                && (*inode).i_flags & bindings::S_DAX == 0
-                && !a_ops.is_null()
-                && (*a_ops).read_folio.is_some();
-            if !cached {
-                return Err(EINVAL);
-            }
-            (readable, (*file).f_mapping)
+        // An open file's `f_mode` read bit, `f_inode` and `f_mapping` do not change while it is
+        // open.
+        let (readable, inode, mapping) = unsafe {
+            (
+                (*file).f_mode & bindings::FMODE_READ != 0,
+                (*file).f_inode,
+                (*file).f_mapping,
+            )
         };
         if !readable {
             return Err(EBADF);
@@ -558,10 +558,26 @@ impl<'a> Announced<'a, '_> {
         // SAFETY: `mapping` is valid as above.
         unsafe { bindings::filemap_invalidate_lock_shared(mapping) };
         let res = (|| {
-            // The size is read under the lock: a truncate holds it exclusively.
+            // SAFETY: `inode` and `mapping` are valid as above. The file type bits of `i_mode`
+            // never change; `a_ops` changes only under the exclusive `invalidate_lock` (ext4's
+            // switch of data journalling), which is held shared here; the `S_DAX` bit of
+            // `i_flags` does not change while the file is open.
+            let cached = unsafe {
+                let a_ops = (*mapping).a_ops;
+                u32::from((*inode).i_mode) & bindings::S_IFMT == bindings::S_IFREG
+                    && (*inode).i_flags & bindings::S_DAX == 0
+                    && !a_ops.is_null()
+                    && (*a_ops).read_folio.is_some()
+            };
+            if !cached {
+                return Err(EINVAL);
+            }
+            // The size is read under the lock, which ext4's and xfs's truncate take
+            // exclusively; on other filesystems a concurrent truncate removes the page from
+            // the mapping after this, as for any page cache read.
             let size = self.file.size();
             let end = u64::try_from(size).unwrap_or(0).div_ceil(1 << PAGE_SHIFT);
-            if u64::try_from(index).map_or(true, |i| i >= end) {
+            if u64::try_from(index).unwrap_or(u64::MAX) >= end {
                 return Err(ERANGE);
             }
             // SAFETY: `mapping` is valid and has a `read_folio`, which a NULL filler makes
@@ -570,7 +586,8 @@ impl<'a> Announced<'a, '_> {
                 from_err_ptr(unsafe { bindings::read_cache_folio(mapping, index, None, file) })?;
             // SAFETY: `read_cache_folio()` returned a referenced, uptodate folio that contains
             // `index`. `dst` is a valid order-0 page by the type invariants of `Page`, and the
-            // exclusive reference means nobody else accesses it during the copy. The copy
+            // exclusive reference means nobody else accesses it during the copy: a `Page` that
+            // user space can see is one given to `insert_page()`, which consumes it. The copy
             // tolerates concurrent writes to the source, like any read of the page cache.
             unsafe {
                 bindings::copy_highpage(dst.as_ptr(), bindings::folio_file_page(folio, index));
@@ -645,10 +662,9 @@ impl VmFaultAround<'_> {
 ///         vmf: &VmFaultAround<'_>,
 ///         start: usize,
 ///         end: usize,
-///     ) -> bool {
+///     ) {
 ///         // Must not sleep here (RCU read lock).
 ///         let _ = (vmf.address(), vmf.flags(), start..=end);
-///         false
 ///     }
 /// }
 ///
@@ -669,18 +685,19 @@ pub trait VmOperations: Sized {
         vmf: VmFault<'a>,
     ) -> VmFaultReturn<'a>;
 
-    /// Maps pages `start..=end` around a fault, those that are ready without sleeping, before
-    /// [`Self::fault`] is called for the faulting page if this did not map it.
+    /// Called for pages `start..=end` around a fault (fault-around) before [`Self::fault`] is
+    /// called for the faulting page.
     ///
-    /// Returns whether it mapped the faulting page. Called with the RCU read lock held: it must
-    /// not sleep. A mapping without it has its faults under the per-VMA lock retried under the
-    /// mmap lock, so a handler that maps nothing here still makes those faults cheaper.
+    /// There is no way to map pages from here yet: the point of implementing it is that a
+    /// mapping without it has its faults under the per-VMA lock retried under the mmap lock,
+    /// so they never reach [`Self::fault`] with [`FaultFlags::VMA_LOCK`]. Called with the RCU
+    /// read lock held: it must not sleep.
     fn map_pages(
         _this: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
         _vmf: &VmFaultAround<'_>,
         _start: usize,
         _end: usize,
-    ) -> bool {
+    ) {
         build_error!(crate::error::VTABLE_DEFAULT_ERROR)
     }
 }
@@ -760,11 +777,9 @@ where
             vmf: unsafe { NonNull::new_unchecked(vmf) },
             _p: PhantomData,
         };
-        if T::map_pages(this, &around, start, end) {
-            bindings::vm_fault_reason_VM_FAULT_NOPAGE
-        } else {
-            0
-        }
+        T::map_pages(this, &around, start, end);
+        // The faulting page was not mapped: `fault` is called for it.
+        0
     }
 
     const VTABLE: bindings::vm_operations_struct = bindings::vm_operations_struct {

@@ -228,20 +228,14 @@ impl VmOperations for MirrorMapping {
             Err(err) => return vmf.error(err.into()),
         };
         match vmf.read_page(index, &mut page) {
-            Ok(()) => vmf.insert_page(&page),
+            Ok(()) => vmf.insert_page(page),
             Err(err) => vmf.error(err),
         }
     }
 
-    /// Maps nothing: the faulting page may need an event, which cannot be sent here. Having
-    /// it lets faults under the per-VMA lock reach `fault` instead of being retried under the
-    /// mmap lock.
-    fn map_pages(
-        _this: ArcBorrow<'_, Self>,
-        _vmf: &VmFaultAround<'_>,
-        _start: usize,
-        _end: usize,
-    ) -> bool {
-        false
+    /// Maps nothing: the faulting page may need an event, which cannot be sent here. Having it
+    /// lets faults under the per-VMA lock reach `fault` instead of being retried under the mmap
+    /// lock.
+    fn map_pages(_this: ArcBorrow<'_, Self>, _vmf: &VmFaultAround<'_>, _start: usize, _end: usize) {
     }
 }

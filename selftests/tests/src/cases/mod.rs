@@ -45,6 +45,7 @@ mod pre_fault_reuse;
 mod pre_fault_same_file;
 mod pre_fault_seq;
 mod pre_fault_short_write;
+mod pre_fault_write_atomic;
 mod rust_lazy_mirror;
 
 pub static ALL: &[Test] = &[
@@ -67,6 +68,7 @@ pub static ALL: &[Test] = &[
     pre_fault_exec::TEST,
     pre_fault_same_file::TEST,
     pre_fault_short_write::TEST,
+    pre_fault_write_atomic::TEST,
     pre_fault_large_buffer::TEST,
     pre_fault_reuse::TEST,
     pre_fault_reflink::TEST,
