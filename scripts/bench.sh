@@ -8,32 +8,40 @@
 # also measure the --nosync, --host-source and --fill-size 1M variants
 # (hsm-serve --fill-size 1M: rows P2/P3/P4 fill).
 #
-# Usage: scripts/bench.sh [--patched DIR] [--base DIR] [--out DIR] [--quick] [-- GUEST-ARGS...]
+# Usage: scripts/bench.sh [--patched DIR] [--base DIR] [--out DIR] [--quick | --icount] [-- GUEST-ARGS...]
 #   --patched DIR  patched kernel build dir (default $FPC_CACHE/build/patched-bench,
 #                  built with scripts/build.sh --bench if missing; env FPC_BENCH_PATCHED)
 #   --base DIR     base kernel build dir (default $FPC_CACHE/build/base-bench,
 #                  built with scripts/build.sh --bench --base if missing; env FPC_BENCH_BASE)
 #   --out DIR      where logs, table, CSV and PNG go (default $FPC_CACHE/bench/<date>)
 #   --quick        fewer runs (a smoke test; the numbers mean little)
+#   --icount       instead: the instruction counts (scripts/icount-bench.sh with
+#                  these --patched/--base/--out; GUEST-ARGS go to `fpc-bench icount`)
 #   GUEST-ARGS     passed to `fpc-bench guest` in every VM (see fpc-bench guest --help)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-usage() { sed -n '3,18s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '3,20s/^# \{0,1\}//p' "$0"; }
 bad() { echo "error: $*" >&2; usage >&2; exit 2; }
 
-patched=${FPC_BENCH_PATCHED:-} base=${FPC_BENCH_BASE:-} out="" quick=0 extra=()
+patched=${FPC_BENCH_PATCHED:-} base=${FPC_BENCH_BASE:-} out="" quick=0 icount=0 extra=()
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--patched) [ $# -ge 2 ] || bad "$1 needs a directory"; patched=$2; shift 2 ;;
 	--base) [ $# -ge 2 ] || bad "$1 needs a directory"; base=$2; shift 2 ;;
 	--out) [ $# -ge 2 ] || bad "$1 needs a directory"; out=$2; shift 2 ;;
 	--quick) quick=1; shift ;;
+	--icount) icount=1; shift ;;
 	-h|--help) usage; exit 0 ;;
 	--) shift; extra=("$@"); break ;;
 	*) bad "unknown argument $1" ;;
 	esac
 done
+if [ $icount = 1 ]; then
+	[ $quick = 0 ] || bad "--quick and --icount do not go together (icount-bench.sh --windows N)"
+	exec "$FPC_TOP/scripts/icount-bench.sh" ${patched:+--patched "$patched"} ${base:+--base "$base"} \
+		${out:+--out "$out"} -- ${extra[@]+"${extra[@]}"}
+fi
 [ "$(id -u)" = 0 ] || die "bench.sh must run as root (VM, loop devices)"
 start=$(date +%s)
 

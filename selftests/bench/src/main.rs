@@ -6,9 +6,15 @@
 //!   patched kernels run by run and prints the ratios (median, min, max,
 //!   runs, target met?), optionally as Markdown and as CSV for the plot.
 //! * `fpc-bench demo`: the rustc part of scripts/demo.sh, inside the VM.
+//! * `fpc-bench icount`: kernel instructions per fault and per syscall,
+//!   inside the VM under the QEMU icount plugin (scripts/icount-bench.sh).
+//! * `fpc-bench icount-report`: on the host, the instruction-count table of
+//!   the base and patched kernels from the plugin logs and guest outputs.
 
 mod demo;
 mod guest;
+mod icount;
+mod icount_report;
 mod report;
 mod sys;
 
@@ -39,6 +45,85 @@ enum Cmd {
     Report(ReportArgs),
     /// rustc --version from lazy copies of the toolchain, fault vs mmap mode (in the VM).
     Demo(DemoArgs),
+    /// Kernel instructions per page fault and per syscall, in marker-delimited
+    /// windows (in the VM, one vCPU, under the icount plugin): prints
+    /// `icount-scenario` lines.
+    Icount(IcountArgs),
+    /// The instruction-count table (Markdown) of the base and patched kernels
+    /// from their plugin logs and `fpc-bench icount` outputs.
+    IcountReport(IcountReportArgs),
+}
+
+#[derive(clap::Args)]
+struct IcountArgs {
+    /// Variants, comma-separated; they run in the order none, key-on,
+    /// hsm-filled whatever the order given (a FAN_PRE_FAULT mark turns on a
+    /// static key for the rest of the boot).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "none,key-on,hsm-filled"
+    )]
+    variant: Vec<icount::Variant>,
+    /// Scenarios, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',',
+          value_parser = clap::builder::PossibleValuesParser::new(icount::SCENARIOS))]
+    scenarios: Vec<String>,
+    /// Measured windows per scenario.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    windows: u64,
+    /// Unmeasured rounds before the windows of a scenario.
+    #[arg(long, default_value_t = 16)]
+    warmup: usize,
+    /// Seconds of quiet (after sync) before each scenario.
+    #[arg(long, default_value_t = 1)]
+    quiet_secs: u64,
+    /// A tmpfs is mounted here for the ext4 images and the mount points.
+    #[arg(long, default_value = "/tmp/fpc-icount")]
+    scratch: PathBuf,
+    /// The block device under the measured ext4.
+    #[arg(long, value_enum, default_value = "auto")]
+    device: icount::Device,
+    /// ext4 mount options of the measured filesystems.  noatime: with
+    /// relatime, whether read() compares timestamps of the same second
+    /// depends on the wall clock (it moved a read by 16 instructions between
+    /// two boots of one kernel).
+    #[arg(long, default_value = "commit=600,noatime")]
+    mount_options: String,
+}
+
+#[derive(clap::Args)]
+struct IcountReportArgs {
+    /// The base kernel's plugin log (`icount mark=...` lines).
+    #[arg(long)]
+    base: PathBuf,
+    /// The patched kernel's plugin log.
+    #[arg(long)]
+    patched: PathBuf,
+    /// The base kernel's `fpc-bench icount` output (default: read from --base).
+    #[arg(long)]
+    base_out: Option<PathBuf>,
+    /// The patched kernel's `fpc-bench icount` output (default: read from --patched).
+    #[arg(long)]
+    patched_out: Option<PathBuf>,
+    /// The plugin log of a second boot of the base kernel: the ratios of the
+    /// second boots against the first ones' are the noise between boots,
+    /// part of the spread.
+    #[arg(long)]
+    base2: Option<PathBuf>,
+    /// The second base boot's `fpc-bench icount` output (default: read from --base2).
+    #[arg(long, requires = "base2")]
+    base2_out: Option<PathBuf>,
+    /// The plugin log of a second boot of the patched kernel.
+    #[arg(long)]
+    patched2: Option<PathBuf>,
+    /// The second patched boot's `fpc-bench icount` output (default: read from --patched2).
+    #[arg(long, requires = "patched2")]
+    patched2_out: Option<PathBuf>,
+    /// Also write the rows as CSV.
+    #[arg(long)]
+    csv: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -222,5 +307,59 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Demo(a) => demo::run(&a.toolchain, &a.scratch, a.image_size, &clean(a.exclude)),
+        Cmd::Icount(a) => {
+            let mut variants = a.variant;
+            variants.sort();
+            variants.dedup();
+            let scenarios = if a.scenarios.is_empty() {
+                icount::SCENARIOS.iter().map(|s| s.to_string()).collect()
+            } else {
+                a.scenarios
+            };
+            icount::run(&icount::Plan {
+                variants,
+                scenarios,
+                windows: a.windows as usize,
+                warmup: a.warmup,
+                scratch: a.scratch,
+                quiet: std::time::Duration::from_secs(a.quiet_secs),
+                device: a.device,
+                mount_options: a.mount_options,
+            })
+        }
+        Cmd::IcountReport(a) => {
+            let load = |label: &str, log: &PathBuf, out: &Option<PathBuf>| {
+                icount_report::load(label, log, out.as_ref().unwrap_or(log))
+            };
+            let base = load("base", &a.base, &a.base_out)?;
+            let patched = load("patched", &a.patched, &a.patched_out)?;
+            let base2 = a
+                .base2
+                .as_ref()
+                .map(|l| load("base boot 2", l, &a.base2_out))
+                .transpose()?;
+            let patched2 = a
+                .patched2
+                .as_ref()
+                .map(|l| load("patched boot 2", l, &a.patched2_out))
+                .transpose()?;
+            let (rows, notes) =
+                icount_report::compute(&base, &patched, base2.as_ref(), patched2.as_ref())?;
+            let runs: Vec<&icount_report::Run> = [
+                Some(&base),
+                Some(&patched),
+                base2.as_ref(),
+                patched2.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            print!("{}", icount_report::report(&runs, &rows, &notes));
+            if let Some(p) = a.csv {
+                std::fs::write(&p, icount_report::csv(&rows))
+                    .with_context(|| format!("write {}", p.display()))?;
+            }
+            Ok(())
+        }
     }
 }
