@@ -36,6 +36,7 @@ mod pre_fault_listener_death;
 mod pre_fault_mark_validation;
 mod pre_fault_matrix;
 mod pre_fault_mmap_lock;
+mod pre_fault_nowait;
 mod pre_fault_ra_marker;
 mod pre_fault_range;
 mod pre_fault_read_batch;
@@ -78,6 +79,7 @@ pub static ALL: &[Test] = &[
     pre_fault_freeze_cross::TEST,
     pre_fault_listener_death::TEST,
     pre_fault_mmap_lock::TEST,
+    pre_fault_nowait::TEST,
     pre_fault_concurrency::TEST,
     pre_fault_dax::TEST,
     rust_lazy_mirror::TEST,
