@@ -49,34 +49,8 @@ start=$(date +%s)
 need_setup=0
 command -v vng >/dev/null || need_setup=1
 command -v bindfs >/dev/null || need_setup=1
-build=()
-if [ -z "$patched" ]; then
-	patched="$FPC_BUILD-bench"
-	[ -f "$patched/arch/x86/boot/bzImage" ] || build+=(patched)
-fi
-if [ -z "$base" ]; then
-	base="$FPC_BUILD_BASE-bench"
-	[ -f "$base/arch/x86/boot/bzImage" ] || build+=(base)
-fi
-[ ${#build[@]} = 0 ] || need_setup=1
 [ $need_setup = 0 ] || "$FPC_TOP/scripts/setup.sh"
-[ ${#build[@]} = 0 ] || "$FPC_TOP/scripts/fetch-base.sh"
-for k in ${build[@]+"${build[@]}"}; do
-	info "building the $k bench kernel"
-	if [ "$k" = patched ]; then
-		"$FPC_TOP/scripts/apply.sh" "$FPC_SRC"
-		"$FPC_TOP/scripts/build.sh" --bench >/dev/null
-	else
-		"$FPC_TOP/scripts/build.sh" --bench --base >/dev/null
-	fi
-done
-for k in "$patched" "$base"; do
-	[ -f "$k/arch/x86/boot/bzImage" ] || die "no kernel image in $k"
-	if grep -qE '^CONFIG_(PROVE_LOCKING|DEBUG_VM|KASAN)=y' "$k/.config" 2>/dev/null; then
-		warn "$k is a debug kernel (PROVE_LOCKING/DEBUG_VM/KASAN): the numbers are not representative"
-	fi
-done
-patched=$(cd "$patched" && pwd) base=$(cd "$base" && pwd)
+fpc_bench_kernels
 
 (cd "$FPC_TOP/selftests" && cargo build --release --locked -q) || die "cargo build failed"
 bin="$FPC_TOP/selftests/target/release/fpc-bench"

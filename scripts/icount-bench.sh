@@ -45,32 +45,7 @@ start=$(date +%s)
 
 # Kernels: given ones must exist; default ones are built when missing.
 command -v vng >/dev/null || "$FPC_TOP/scripts/setup.sh"
-build=()
-if [ -z "$patched" ]; then
-	patched="$FPC_BUILD-bench"
-	[ -f "$patched/arch/x86/boot/bzImage" ] || build+=(patched)
-fi
-if [ -z "$base" ]; then
-	base="$FPC_BUILD_BASE-bench"
-	[ -f "$base/arch/x86/boot/bzImage" ] || build+=(base)
-fi
-[ ${#build[@]} = 0 ] || "$FPC_TOP/scripts/fetch-base.sh"
-for k in ${build[@]+"${build[@]}"}; do
-	info "building the $k bench kernel"
-	if [ "$k" = patched ]; then
-		"$FPC_TOP/scripts/apply.sh" "$FPC_SRC"
-		"$FPC_TOP/scripts/build.sh" --bench >/dev/null
-	else
-		"$FPC_TOP/scripts/build.sh" --bench --base >/dev/null
-	fi
-done
-for k in "$patched" "$base"; do
-	[ -f "$k/arch/x86/boot/bzImage" ] || die "no kernel image in $k"
-	if grep -qE '^CONFIG_(PROVE_LOCKING|DEBUG_VM|KASAN)=y' "$k/.config" 2>/dev/null; then
-		warn "$k is a debug kernel (PROVE_LOCKING/DEBUG_VM/KASAN): the counts are not representative"
-	fi
-done
-patched=$(cd "$patched" && pwd) base=$(cd "$base" && pwd)
+fpc_bench_kernels
 
 "$FPC_TOP/scripts/icount.sh" build
 plugin="$FPC_CACHE/icount/icount.so"

@@ -100,3 +100,40 @@ fpc_series_worktree() {
 	git -C "$wt" clean -q -fdx >&2
 	echo "$wt"
 }
+
+# fpc_bench_kernels: the kernels of a benchmark in $patched and $base (the
+# callers' variables): given ones must have an image; empty ones get the
+# default bench build directories, built (setup, base, apply, build --bench)
+# when missing.  Warns about a debug config, and makes both paths absolute.
+fpc_bench_kernels() {
+	local build=() k
+	if [ -z "$patched" ]; then
+		patched="$FPC_BUILD-bench"
+		[ -f "$patched/arch/x86/boot/bzImage" ] || build+=(patched)
+	fi
+	if [ -z "$base" ]; then
+		base="$FPC_BUILD_BASE-bench"
+		[ -f "$base/arch/x86/boot/bzImage" ] || build+=(base)
+	fi
+	if [ ${#build[@]} -gt 0 ]; then
+		"$FPC_TOP/scripts/setup.sh"
+		"$FPC_TOP/scripts/fetch-base.sh"
+	fi
+	for k in ${build[@]+"${build[@]}"}; do
+		info "building the $k bench kernel"
+		if [ "$k" = patched ]; then
+			"$FPC_TOP/scripts/apply.sh" "$FPC_SRC"
+			"$FPC_TOP/scripts/build.sh" --bench >/dev/null
+		else
+			"$FPC_TOP/scripts/build.sh" --bench --base >/dev/null
+		fi
+	done
+	for k in "$patched" "$base"; do
+		[ -f "$k/arch/x86/boot/bzImage" ] || die "no kernel image in $k"
+		if grep -qE '^CONFIG_(PROVE_LOCKING|DEBUG_VM|KASAN)=y' "$k/.config" 2>/dev/null; then
+			warn "$k is a debug kernel (PROVE_LOCKING/DEBUG_VM/KASAN): the results are not representative"
+		fi
+	done
+	patched=$(cd "$patched" && pwd)
+	base=$(cd "$base" && pwd)
+}
