@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 # The Rust fault API must reject its misuses at compile time (cover letter,
-# "Rust"; review item R1).  Each selftests/rust-misuse/NN_*.rs is a small
-# out-of-tree module with one misuse; its header says what rustc must answer:
-#   //! expect: E0505                       that error code, and no other
-#   //! expect: lifetime may not live ...   that message, and no error code
-#   //! expect: build                       it must build (the control)
+# "Rust"; review item R1).  Each selftests/rust-misuse/NN_*.rs holds one
+# misuse, built as a small out-of-tree module after the crate root they share
+# (prelude.rs); its header says what rustc must answer:
+#   // expect: E0505                        that error code, and no other
+#   // expect: lifetime may not live ...    that message, and no error code
+#   // expect: build                        it must build (the control)
 # Each is built with `make M=<scratch dir>` against a built kernel tree (the
 # patched one by default), so the kernel tree is not touched.  A misuse that
 # builds, fails for another reason, or a control that fails, is a failure.
@@ -28,11 +29,11 @@ trap 'rm -rf "$scratch"' EXIT
 pass=0 fail=0
 for src in "${snippets[@]}"; do
 	name=$(basename "$src" .rs)
-	expect=$(sed -n 's,^//! expect: ,,p' "$src" | head -n1)
-	[ -n "$expect" ] || die "$src has no '//! expect:' line"
+	expect=$(sed -n 's,^// expect: ,,p' "$src" | head -n1)
+	[ -n "$expect" ] || die "$src has no '// expect:' line"
 	m="$scratch/$name"
 	mkdir -p "$m"
-	cp "$src" "$m/fpc_misuse.rs"
+	cat "$dir/prelude.rs" "$src" >"$m/fpc_misuse.rs"
 	echo 'obj-m := fpc_misuse.o' >"$m/Kbuild"
 	if make -s -C "$kdir" M="$m" LLVM="$FPC_LLVM" modules >"$m/log" 2>&1; then
 		built=1

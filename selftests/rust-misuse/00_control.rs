@@ -1,37 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
-//! Control: a correct handler (pre_content, read_page, insert_page, map_pages); must build.
-//!
-//! expect: build
-#![allow(dead_code, unused_imports)]
-
-use kernel::{
-    mm::fault::VmFaultAround,
-    page::Page,
-    fs::File,
-    mm::fault::{PreContent, VmFault, VmFaultReturn, VmOperations},
-    prelude::*,
-    sync::{aref::ARef, Arc, ArcBorrow},
-};
-
-module! {
-    type: Misuse,
-    name: "fpc_misuse",
-    authors: ["fanotify-prefault developers"],
-    description: "a misuse of the fault API that must not compile",
-    license: "GPL",
-}
-
-struct Misuse;
-
-impl kernel::Module for Misuse {
-    fn init(_module: &'static ThisModule) -> Result<Self> {
-        Ok(Misuse)
-    }
-}
-
-struct Mirror {
-    backing: ARef<File>,
-}
+// Control: a correct handler (pre_content, read_page, insert_page, map_pages); must build.
+//
+// expect: build
 
 #[vtable]
 impl VmOperations for Mirror {

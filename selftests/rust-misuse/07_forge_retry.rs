@@ -1,35 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
-//! Producing VM_FAULT_RETRY without the hook having dropped the lock (forging a return value).
-//!
-//! expect: E0451
-#![allow(dead_code, unused_imports)]
-
-use kernel::{
-    fs::File,
-    mm::fault::{PreContent, VmFault, VmFaultReturn, VmOperations},
-    prelude::*,
-    sync::{aref::ARef, Arc, ArcBorrow},
-};
-
-module! {
-    type: Misuse,
-    name: "fpc_misuse",
-    authors: ["fanotify-prefault developers"],
-    description: "a misuse of the fault API that must not compile",
-    license: "GPL",
-}
-
-struct Misuse;
-
-impl kernel::Module for Misuse {
-    fn init(_module: &'static ThisModule) -> Result<Self> {
-        Ok(Misuse)
-    }
-}
-
-struct Mirror {
-    backing: ARef<File>,
-}
+// Producing VM_FAULT_RETRY without the hook having dropped the lock (forging a return value).
+//
+// expect: E0451
 
 #[vtable]
 impl VmOperations for Mirror {

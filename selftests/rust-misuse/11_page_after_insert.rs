@@ -1,37 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
-//! Keeping a page that was given to user space, to write to it later (insert_page() consumes it).
-//!
-//! expect: E0382
-#![allow(dead_code, unused_imports)]
-
-use kernel::{
-    mm::fault::VmFaultAround,
-    page::Page,
-    fs::File,
-    mm::fault::{PreContent, VmFault, VmFaultReturn, VmOperations},
-    prelude::*,
-    sync::{aref::ARef, Arc, ArcBorrow},
-};
-
-module! {
-    type: Misuse,
-    name: "fpc_misuse",
-    authors: ["fanotify-prefault developers"],
-    description: "a misuse of the fault API that must not compile",
-    license: "GPL",
-}
-
-struct Misuse;
-
-impl kernel::Module for Misuse {
-    fn init(_module: &'static ThisModule) -> Result<Self> {
-        Ok(Misuse)
-    }
-}
-
-struct Mirror {
-    backing: ARef<File>,
-}
+// Keeping a page that was given to user space, to write to it later (insert_page() consumes it).
+//
+// expect: E0382
 
 #[vtable]
 impl VmOperations for Mirror {
