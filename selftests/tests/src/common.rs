@@ -591,3 +591,16 @@ pub fn read_ahead_kb_file(fs: ltp::Fs, mnt: &Path) -> std::path::PathBuf {
     }
     ltp::tbrok!("no /sys/fs/btrfs/*/devices/{dev}")
 }
+
+/// A read or write syscall's return value checked for a full count: its
+/// errno (read right after the call) or a short count as the error.
+pub fn full_count(n: isize, what: &str, want: u64) -> Result<(), String> {
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(format!("{what} of {want} bytes failed: {e}"));
+    }
+    if n as u64 != want {
+        return Err(format!("{what} returned {n}, not {want}"));
+    }
+    Ok(())
+}

@@ -29,7 +29,7 @@ use fanotify::{Range, Response};
 use ltp::fs::{Fs, HSM_FILESYSTEMS};
 use ltp::res::OrBrok;
 use ltp::{tcheck, tconf, tfail, tinfo, tpass, Ctx, Test};
-use nix::sys::mman::{MapFlags, ProtFlags};
+use nix::sys::mman::{MapFlags, MmapAdvise, ProtFlags};
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{FileExt, PermissionsExt};
@@ -222,11 +222,8 @@ fn event_fd(ctx: &Ctx) {
         let f = File::open(path).or_brok("open stub");
         let m = Map::new(&f, 0, pages, ProtFlags::PROT_READ, MapFlags::MAP_SHARED).or_brok("mmap");
         // One page per fault event: the neighbour stays unfilled.
-        // SAFETY: advice on a mapping we own.
-        let r = unsafe { libc::madvise(m.addr(0).cast(), m.len, libc::MADV_RANDOM) };
-        if r != 0 {
-            ltp::tbrok!("madvise(MADV_RANDOM): {}", std::io::Error::last_os_error());
-        }
+        m.advise(MmapAdvise::MADV_RANDOM)
+            .or_brok("madvise(MADV_RANDOM)");
         let d = m.read_page(0);
         tcheck!(
             pattern_mismatch(0, &d).is_none(),
@@ -565,8 +562,8 @@ fn xfs_16k(ctx: &Ctx) {
 
     // A fault on the second page of the third block, one folio per event.
     let m = Map::new(&f, 0, pages, ProtFlags::PROT_READ, MapFlags::MAP_SHARED).or_brok("mmap");
-    // SAFETY: advice on a mapping we own.
-    unsafe { libc::madvise(m.addr(0).cast(), m.len, libc::MADV_RANDOM) };
+    m.advise(MmapAdvise::MADV_RANDOM)
+        .or_brok("madvise(MADV_RANDOM)");
     let page = 2 * BS / ps + 1;
     let d = m.read_page(page);
     tcheck!(

@@ -101,19 +101,6 @@ fn map(s: &Setup, prot: ProtFlags, flags: MapFlags) -> Map {
     Map::new(&s.stub, 0, STUB_SIZE / page_size(), prot, flags).or_brok("mmap the stub")
 }
 
-/// A syscall's return value `n`, checked right after the call: the full
-/// count `want`, or an error naming the errno or the count.
-fn full_count(n: isize, what: &str, want: u64) -> Result<(), String> {
-    if n < 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(format!("{what} of {want} bytes failed: {e}"));
-    }
-    if n as u64 != want {
-        return Err(format!("{what} returned {n}, not {want}"));
-    }
-    Ok(())
-}
-
 /// pread(2) of `len` bytes at `off` of `src` into the buffer in a fresh
 /// MAP_PRIVATE writable mapping of the stub; the bytes are read back from
 /// the mapping (its own pages now: no event).

@@ -17,7 +17,7 @@ use fanotify::consts::*;
 use fanotify::Range;
 use ltp::res::OrBrok;
 use ltp::{tbrok, tfail, tinfo, tpass, Ctx, Fs, Test};
-use nix::sys::mman::{MapFlags, ProtFlags};
+use nix::sys::mman::{MapFlags, MmapAdvise, ProtFlags};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
@@ -132,10 +132,8 @@ fn run_case(ctx: &Ctx, i: u32) {
     let pages = size.div_ceil(ps);
     let m = Map::new(&f, 0, pages, ProtFlags::PROT_READ, MapFlags::MAP_SHARED).or_brok("mmap");
     if let Setup::MadvRandom = case.setup {
-        // SAFETY: advice on our own mapping.
-        if unsafe { libc::madvise(m.addr(0).cast(), m.len, libc::MADV_RANDOM) } != 0 {
-            tbrok!("madvise(MADV_RANDOM): {}", std::io::Error::last_os_error());
-        }
+        m.advise(MmapAdvise::MADV_RANDOM)
+            .or_brok("madvise(MADV_RANDOM)");
     }
     let before = l.seen().len();
     let got = m.read_page(FAULT_PAGE);

@@ -20,7 +20,7 @@ use crate::common::*;
 use fanotify::consts::*;
 use ltp::res::OrBrok;
 use ltp::{tfail, tinfo, tpass, Ctx, Fs, Test};
-use nix::sys::mman::{MapFlags, ProtFlags};
+use nix::sys::mman::{MapFlags, MmapAdvise, ProtFlags};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
@@ -77,17 +77,6 @@ fn reopen(s: &Setup, flags: i32) -> std::fs::File {
         .or_brok("open the stub again")
 }
 
-/// A syscall's return value as a byte count, or its errno as an error.
-fn count_of(n: isize, what: &str, want: usize) -> Result<(), String> {
-    if n < 0 {
-        return Err(format!("{what}: {}", std::io::Error::last_os_error()));
-    }
-    if n as usize != want {
-        return Err(format!("{what}: {n} bytes, not {want}"));
-    }
-    Ok(())
-}
-
 /// pwrite(2) of `n` pages of the mapping from BUF_PAGE to OTHER_PAGE of the
 /// same file; the result is read back through the mapping (cached, so no
 /// event: a read(2) would make the listener refill it).
@@ -102,7 +91,7 @@ fn write_from(s: &Setup, m: &Map, n: u64) -> Result<Outcome, String> {
             (OTHER_PAGE * page_size()) as i64,
         )
     };
-    count_of(r, "pwrite", len)?;
+    full_count(r, "pwrite", len as u64)?;
     let mut got = Vec::new();
     for p in 0..n {
         got.extend(m.read_page(OTHER_PAGE + p));
@@ -123,11 +112,8 @@ fn write_shared(s: &Setup) -> Result<Outcome, String> {
 /// goes on.
 fn write_partly_filled(s: &Setup) -> Result<Outcome, String> {
     let m = map(s, ProtFlags::PROT_READ, MapFlags::MAP_SHARED);
-    // SAFETY: advice on our own mapping.
-    let r = unsafe { libc::madvise(m.addr(0).cast(), m.len, libc::MADV_RANDOM) };
-    if r != 0 {
-        ltp::tbrok!("madvise(MADV_RANDOM): {}", std::io::Error::last_os_error());
-    }
+    m.advise(MmapAdvise::MADV_RANDOM)
+        .or_brok("madvise(MADV_RANDOM)");
     for p in (1..8).step_by(2) {
         m.touch(BUF_PAGE + p);
     }
@@ -156,7 +142,7 @@ fn writev_private(s: &Setup) -> Result<Outcome, String> {
             (OTHER_PAGE * page_size()) as i64,
         )
     };
-    count_of(r, "pwritev", 2 * page_size() as usize)?;
+    full_count(r, "pwritev", 2 * page_size())?;
     // Through a shared mapping: the private one still shows its own pages.
     let shared = map(s, ProtFlags::PROT_READ, MapFlags::MAP_SHARED);
     let mut got = shared.read_page(OTHER_PAGE);
@@ -182,7 +168,7 @@ fn read_into(s: &Setup, flags: i32, mflags: MapFlags) -> Result<Outcome, String>
             (OTHER_PAGE * page_size()) as i64,
         )
     };
-    count_of(r, "pread", page_size() as usize)?;
+    full_count(r, "pread", page_size())?;
     Ok(Outcome {
         got: m.read_page(BUF_PAGE),
         want_off: OTHER_PAGE * page_size(),

@@ -19,7 +19,7 @@ use fanotify::consts::*;
 use fanotify::Response;
 use ltp::res::OrBrok;
 use ltp::{tcheck, tinfo, Ctx, Fs, Test};
-use nix::sys::mman::{MapFlags, ProtFlags};
+use nix::sys::mman::{MapFlags, MmapAdvise, ProtFlags};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
@@ -62,10 +62,8 @@ fn run(ctx: &Ctx) {
     let f = std::fs::File::open(&stub).or_brok("open the stub");
     let m = Map::new(&f, 0, PAGES, ProtFlags::PROT_READ, MapFlags::MAP_SHARED).or_brok("mmap");
     // One page per fault event, so that the denied page has its own.
-    // SAFETY: advice on our own mapping.
-    if unsafe { libc::madvise(m.addr(0).cast(), m.len, libc::MADV_RANDOM) } != 0 {
-        ltp::tbrok!("madvise(MADV_RANDOM): {}", std::io::Error::last_os_error());
-    }
+    m.advise(MmapAdvise::MADV_RANDOM)
+        .or_brok("madvise(MADV_RANDOM)");
     let dest = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

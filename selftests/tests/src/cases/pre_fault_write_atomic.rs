@@ -19,8 +19,8 @@
 
 use crate::common::*;
 use ltp::res::OrBrok;
-use ltp::{tbrok, tfail, tinfo, tpass, Ctx, Fs, Test};
-use nix::sys::mman::{MapFlags, ProtFlags};
+use ltp::{tfail, tinfo, tpass, Ctx, Fs, Test};
+use nix::sys::mman::{MapFlags, MmapAdvise, ProtFlags};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,10 +57,8 @@ fn iteration(ctx: &Ctx, i: u32, dest: &std::fs::File) -> Result<&'static str, St
     let (l, stub) = lazy_stub_rw(&path, PAGES * ps);
     let m = Map::new(&stub, 0, PAGES, ProtFlags::PROT_READ, MapFlags::MAP_SHARED)
         .or_brok("mmap the stub");
-    // SAFETY: advice on our own mapping.
-    if unsafe { libc::madvise(m.addr(0).cast(), m.len, libc::MADV_RANDOM) } != 0 {
-        tbrok!("madvise(MADV_RANDOM): {}", std::io::Error::last_os_error());
-    }
+    m.advise(MmapAdvise::MADV_RANDOM)
+        .or_brok("madvise(MADV_RANDOM)");
     for p in (0..PAGES).step_by(2) {
         m.touch(p);
     }
