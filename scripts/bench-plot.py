@@ -1,14 +1,25 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-2.0
-"""Plot the ratios of scripts/bench.sh (the CSV of `fpc-bench report --csv`).
+"""Plot the ratios of scripts/bench.sh and scripts/icount-bench.sh.
 
 Usage: bench-plot.py RATIOS.csv OUT.png [TITLE]
+       bench-plot.py --icount ICOUNT.csv OUT.png [TITLE]
 
-One panel per part (P1..P5), each with its own linear axis so that a ratio
-of 1.003 next to a target of 1.005 stays readable.  Per ratio: the median
-as a dot, min-max as a bar, the target as a red tick; the dot is green when
-the median meets the target, red when it does not, grey without a target.
+RATIOS.csv (`fpc-bench report --csv`, the wall-clock ratios): one panel
+per part (P1..P5), each with its own linear axis so that a ratio of 1.003
+next to a target of 1.005 stays readable.  Per ratio: the value as a dot,
+min-max as a bar, the noise floor (rows paired by boots) as black whiskers
+of ± the noise floor around the value, the target as a red tick; the dot
+is green when the target is met, red when it is not, orange when the noise
+floor does not resolve it, grey without a target.
+
+ICOUNT.csv (`fpc-bench icount-report --csv`, kernel instructions per
+operation): one panel per variant (none, key-on, hsm-filled), per scenario
+the ratio of the minimums with its spread as error bars and the variant's
+target as a red line; dot colours as above (orange: "not resolvable").
+Rows without a reference (fault-event) are listed under the plot.
 """
+import argparse
 import csv
 import sys
 
@@ -17,65 +28,193 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+RATIO_COLUMNS = ("id", "pairing", "runs", "value", "min", "max",
+                 "noise_floor", "target_op", "target", "met")
+ICOUNT_COLUMNS = ("scenario", "variant", "reference", "ref_min",
+                  "patched_min", "patched_median", "ratio_min", "spread",
+                  "target", "verdict", "events")
 
-def main():
-    if len(sys.argv) not in (3, 4):
-        sys.exit(__doc__.strip())
-    src, out = sys.argv[1], sys.argv[2]
-    title = sys.argv[3] if len(sys.argv) == 4 else "fpc-bench ratios"
+COLOURS = {"yes": "tab:green", "met": "tab:green", "NO": "tab:red",
+           "MISSED": "tab:red", "not resolvable here": "tab:orange",
+           "not resolvable": "tab:orange", "no noise floor": "tab:orange"}
+
+ICOUNT_PANELS = {
+    "none": "nothing watching: patched / base",
+    "key-on": "static key on (FAN_PRE_FAULT mark on another filesystem): "
+              "patched / base",
+    "hsm-filled": "filled file on an HSM-marked filesystem: "
+                  "patched / patched key-on",
+}
+
+
+def fail(msg):
+    sys.exit(f"bench-plot: {msg}")
+
+
+def read_rows(path, columns, kind):
     try:
-        with open(src, newline="") as f:
-            rows = list(csv.DictReader(f))
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            fields = reader.fieldnames or []
     except OSError as e:
-        sys.exit(f"bench-plot: {e}")
+        fail(str(e))
+    missing = [c for c in columns if c not in fields]
+    if missing:
+        fail(f"{path} is not {kind} (no column {', '.join(missing)})")
     if not rows:
-        sys.exit(f"bench-plot: {src} holds no ratio")
+        fail(f"{path} holds no row")
+    return rows
+
+
+def number(row, col, path):
+    try:
+        return float(row[col])
+    except ValueError:
+        fail(f"{path}: {col} of {row} is not a number")
+
+
+def set_xlim(ax, xs):
+    lo, hi = min(xs), max(xs)
+    if lo <= 1.0 <= hi or abs(hi - 1.0) < 0.05 or abs(lo - 1.0) < 0.05:
+        ax.axvline(1.0, color="black", linestyle="--", linewidth=0.7)
+        lo, hi = min(lo, 1.0), max(hi, 1.0)
+    pad = (hi - lo) * 0.08 or max(abs(hi), 1e-3) * 0.01
+    # Room on the right for the labels.
+    ax.set_xlim(lo - pad, hi + (hi - lo + pad) * 0.9 + pad)
+
+
+def panels(groups, row_height=0.5):
+    fig, axes = plt.subplots(
+        len(groups), 1, squeeze=False,
+        figsize=(11, sum(row_height * len(v) + 0.9 for v in groups) + 0.9),
+        gridspec_kw={"height_ratios": [len(v) + 0.8 for v in groups]})
+    return fig, axes[:, 0]
+
+
+def plot_ratios(src, title):
+    rows = read_rows(src, RATIO_COLUMNS, "a ratio CSV (fpc-bench report --csv)")
     parts = {}
     for r in rows:
         parts.setdefault(r["id"].split()[0], []).append(r)
-    fig, axes = plt.subplots(
-        len(parts), 1, squeeze=False,
-        figsize=(10, sum(0.5 * len(v) + 0.9 for v in parts.values()) + 0.8),
-        gridspec_kw={"height_ratios": [len(v) + 0.8 for v in parts.values()]})
-    for ax, (part, prow) in zip(axes[:, 0], parts.items()):
+    fig, axes = panels(list(parts.values()))
+    for ax, prow in zip(axes, parts.values()):
         prow = list(reversed(prow))  # first ratio on top
         xs = []
         for y, r in enumerate(prow):
-            med, lo, hi = float(r["median"]), float(r["min"]), float(r["max"])
-            op, tgt = r["target_op"], r["target"]
+            val, lo, hi = (number(r, c, src) for c in ("value", "min", "max"))
+            op, tgt, met = r["target_op"], r["target"], r["met"]
             xs += [lo, hi]
-            color = "grey"
+            colour = COLOURS.get(met, "grey") if tgt else "grey"
             if tgt:
-                t = float(tgt)
+                t = number(r, "target", src)
                 xs.append(t)
-                met = med <= t if op == "<=" else med >= t
-                color = "tab:green" if met else "tab:red"
                 ax.plot([t, t], [y - 0.35, y + 0.35], color="red", linewidth=2)
-            ax.plot([lo, hi], [y, y], color=color, linewidth=5, alpha=0.4,
+            ax.plot([lo, hi], [y, y], color=colour, linewidth=5, alpha=0.4,
                     solid_capstyle="butt")
-            ax.plot([med], [y], "o", color=color)
-            label = f"{med:.4g} [{lo:.4g} - {hi:.4g}], n={r['runs']}"
+            label = f"{val:.4g} [{lo:.4g} - {hi:.4g}], n={r['runs']}"
+            if r["noise_floor"]:
+                noise = number(r, "noise_floor", src)
+                ax.errorbar([val], [y], xerr=[noise], fmt="none",
+                            ecolor="black", elinewidth=1, capsize=4)
+                xs += [val - noise, val + noise]
+                label += f", noise floor {noise * 100:.2f}%"
+            ax.plot([val], [y], "o", color=colour)
             if tgt:
-                label += f", target {op} {tgt}"
-            ax.annotate(label, (hi, y), xytext=(8, -3),
+                label += f", target {op} {tgt}: {met}"
+            ax.annotate(label, (max(hi, val), y), xytext=(8, -3),
                         textcoords="offset points", fontsize=8)
-        lo, hi = min(xs), max(xs)
-        if lo <= 1.0 <= hi or abs(hi - 1.0) < 0.05 or abs(lo - 1.0) < 0.05:
-            ax.axvline(1.0, color="black", linestyle="--", linewidth=0.7)
-            lo, hi = min(lo, 1.0), max(hi, 1.0)
-        pad = (hi - lo) * 0.08 or max(abs(hi), 1e-3) * 0.01
-        ax.set_xlim(lo - pad, hi + (hi - lo + pad) * 0.9 + pad)
+        set_xlim(ax, xs)
         ax.set_yticks(range(len(prow)))
-        ax.set_yticklabels([r["id"] for r in prow])
+        ax.set_yticklabels([f"{r['id']} ({r['pairing']})" for r in prow])
         ax.set_ylim(-0.6, len(prow) - 0.4)
         ax.grid(axis="x", alpha=0.3)
-    axes[0, 0].set_title(title, fontsize=10)
-    axes[-1, 0].set_xlabel(
-        "ratio: median dot, min-max bar, red tick = target "
-        "(green: met, red: missed, grey: no target)", fontsize=9)
+    axes[0].set_title(title, fontsize=10)
+    axes[-1].set_xlabel(
+        "ratio: dot = value, bar = min-max, black whiskers = ± noise floor "
+        "(two base boots), red tick = target\n(green: met, red: missed, "
+        "orange: not resolvable here / no noise floor, grey: no target); "
+        "(runs): paired by run, (boots): patched vs mean of the base boots",
+        fontsize=9)
+    return fig
+
+
+def plot_icount(src, title):
+    rows = read_rows(src, ICOUNT_COLUMNS,
+                     "an instruction-count CSV (fpc-bench icount-report --csv)")
+    variants, absolute = {}, []
+    for r in rows:
+        if r["ratio_min"]:
+            variants.setdefault(r["variant"], []).append(r)
+        else:
+            absolute.append(r)
+    if not variants:
+        fail(f"{src} holds no ratio")
+    fig, axes = panels(list(variants.values()), row_height=0.42)
+    for ax, (variant, vrows) in zip(axes, variants.items()):
+        vrows = list(reversed(vrows))  # first scenario on top
+        xs = []
+        targets = sorted({r["target"] for r in vrows if r["target"]})
+        for t in targets:
+            xs.append(float(t))
+            ax.axvline(float(t), color="red", linewidth=1.5)
+        for y, r in enumerate(vrows):
+            val = number(r, "ratio_min", src)
+            spread = number(r, "spread", src) if r["spread"] else 0.0
+            colour = COLOURS.get(r["verdict"], "grey")
+            ax.errorbar([val], [y], xerr=[spread], fmt="o", color=colour,
+                        ecolor="black", elinewidth=1, capsize=4)
+            xs += [val - spread, val + spread]
+            label = (f"{val:.4f} ± {spread:.4f} "
+                     f"({r['patched_min']} / {r['ref_min']})")
+            if r["target"]:
+                label += f": {r['verdict']}"
+            ax.annotate(label, (val + spread, y), xytext=(8, -3),
+                        textcoords="offset points", fontsize=8)
+        set_xlim(ax, xs)
+        ax.set_yticks(range(len(vrows)))
+        ax.set_yticklabels([r["scenario"] for r in vrows])
+        ax.set_ylim(-0.6, len(vrows) - 0.4)
+        ax.grid(axis="x", alpha=0.3)
+        head = ICOUNT_PANELS.get(variant, f"{variant}: patched / reference")
+        if targets:
+            head += ", target <= " + ", ".join(targets)
+        ax.set_title(head, fontsize=9, loc="left")
+    fig.suptitle(title, fontsize=10)
+    xlabel = ("kernel instructions per operation, ratio of the minimums over "
+              "the windows: dot = ratio, whiskers = ± spread (halves, second "
+              "boots), red line = target\n(green: met, red: missed, orange: "
+              "not resolvable, grey: no target); in brackets: patched min / "
+              "reference min")
+    for r in absolute:
+        events = f", {r['events']} events" if r["events"] else ""
+        xlabel += (f"\n{r['scenario']} ({r['variant']}{events}): "
+                   f"{r['patched_min']} kernel instructions (min), median "
+                   f"{r['patched_median']}; absolute, no reference")
+    axes[-1].set_xlabel(xlabel, fontsize=9)
+    return fig
+
+
+def main():
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="See the module docstring of scripts/bench-plot.py.")
+    ap.add_argument("--icount", action="store_true",
+                    help="CSV is fpc-bench icount-report --csv")
+    ap.add_argument("csv", help="the CSV to plot")
+    ap.add_argument("png", help="the PNG to write")
+    ap.add_argument("title", nargs="?", help="the plot's title")
+    a = ap.parse_args()
+    if a.icount:
+        fig = plot_icount(a.csv, a.title or "fpc-bench instruction counts")
+    else:
+        fig = plot_ratios(a.csv, a.title or "fpc-bench ratios")
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    print(out)
+    try:
+        fig.savefig(a.png, dpi=120)
+    except OSError as e:
+        fail(str(e))
+    print(a.png)
 
 
 if __name__ == "__main__":

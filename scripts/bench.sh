@@ -1,46 +1,62 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
-# Benchmarks: boot the non-debug base kernel (P1), the non-debug patched
-# kernel (P1-P5) and the base kernel again (P1: the noise floor of the P1
-# ratios, rows "ctl"), run `fpc-bench guest` in each, then print the
-# ratios side by side (`fpc-bench report`) and plot them (matplotlib, in a
-# venv under $FPC_CACHE).  See "Benchmarks" in README.md.  The guests
-# also measure the --nosync, --host-source and --fill-size 1M variants
-# (hsm-serve --fill-size 1M: rows P2/P3/P4 fill).
+# Benchmarks, both parts in one run (see "Benchmarks" in README.md):
+# 1. the instruction counts: scripts/icount-bench.sh with the same kernels,
+#    into <out>/icount (icount.md, icount.csv, icount.png, bloat.txt);
+# 2. the wall clock: boot the non-debug base kernel (P1), the non-debug
+#    patched kernel (P1-P5) and the base kernel again (P1), run `fpc-bench
+#    guest` in each, then print the ratios (`fpc-bench report`: P1 against
+#    the mean of the two base boots, whose difference is the noise floor)
+#    and plot them (matplotlib, in a venv under $FPC_CACHE).  The guests
+#    also measure the --nosync, --host-source and --fill-size 1M variants
+#    (hsm-serve --fill-size 1M: rows P2/P3/P4 fill).
+# At the end it prints both tables.
 #
-# Usage: scripts/bench.sh [--patched DIR] [--base DIR] [--out DIR] [--quick | --icount] [-- GUEST-ARGS...]
+# Usage: scripts/bench.sh [--patched DIR] [--base DIR] [--out DIR] [--quick] [--icount | --no-icount] [-- GUEST-ARGS...]
 #   --patched DIR  patched kernel build dir (default $FPC_CACHE/build/patched-bench,
 #                  built with scripts/build.sh --bench if missing; env FPC_BENCH_PATCHED)
 #   --base DIR     base kernel build dir (default $FPC_CACHE/build/base-bench,
 #                  built with scripts/build.sh --bench --base if missing; env FPC_BENCH_BASE)
-#   --out DIR      where logs, table, CSV and PNG go (default $FPC_CACHE/bench/<date>)
-#   --quick        fewer runs (a smoke test; the numbers mean little)
-#   --icount       instead: the instruction counts (scripts/icount-bench.sh with
-#                  these --patched/--base/--out; GUEST-ARGS go to `fpc-bench icount`)
-#   GUEST-ARGS     passed to `fpc-bench guest` in every VM (see fpc-bench guest --help)
+#   --out DIR      where logs, tables, CSVs and PNGs go (default $FPC_CACHE/bench/<date>;
+#                  no spaces or commas with the instruction counts: vng splits QEMU options)
+#   --quick        fewer runs and 200 instruction-count windows (a smoke test; the
+#                  numbers mean little)
+#   --icount       only the instruction counts (scripts/icount-bench.sh with these
+#                  --patched/--base/--out; GUEST-ARGS go to `fpc-bench icount`)
+#   --no-icount    only the wall clock
+#   GUEST-ARGS     passed to `fpc-bench guest` in every wall-clock VM (see
+#                  fpc-bench guest --help)
+# The fpc-bench binary is built in $CARGO_TARGET_DIR (default selftests/target).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-usage() { sed -n '3,20s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '3,/^[^#]/s/^# \{0,1\}//p' "$0"; }
 bad() { echo "error: $*" >&2; usage >&2; exit 2; }
 
-patched=${FPC_BENCH_PATCHED:-} base=${FPC_BENCH_BASE:-} out="" quick=0 icount=0 extra=()
+patched=${FPC_BENCH_PATCHED:-} base=${FPC_BENCH_BASE:-} out="" quick=0 icount=both extra=()
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--patched) [ $# -ge 2 ] || bad "$1 needs a directory"; patched=$2; shift 2 ;;
 	--base) [ $# -ge 2 ] || bad "$1 needs a directory"; base=$2; shift 2 ;;
 	--out) [ $# -ge 2 ] || bad "$1 needs a directory"; out=$2; shift 2 ;;
 	--quick) quick=1; shift ;;
-	--icount) icount=1; shift ;;
+	--icount|--no-icount)
+		[ $icount = both ] || bad "--icount and --no-icount do not go together (neither: both parts)"
+		if [ "$1" = --icount ]; then icount=only; else icount=no; fi
+		shift ;;
 	-h|--help) usage; exit 0 ;;
 	--) shift; extra=("$@"); break ;;
 	*) bad "unknown argument $1" ;;
 	esac
 done
-if [ $icount = 1 ]; then
-	[ $quick = 0 ] || bad "--quick and --icount do not go together (icount-bench.sh --windows N)"
+icount_args=()
+[ $quick = 0 ] || icount_args=(--windows 200)
+if [ $icount = only ]; then
 	exec "$FPC_TOP/scripts/icount-bench.sh" ${patched:+--patched "$patched"} ${base:+--base "$base"} \
-		${out:+--out "$out"} -- ${extra[@]+"${extra[@]}"}
+		${out:+--out "$out"} ${icount_args[@]+"${icount_args[@]}"} -- ${extra[@]+"${extra[@]}"}
+fi
+if [ $icount = both ]; then
+	case "$out" in *[[:space:],]*) bad "--out: no spaces or commas with the instruction counts (vng splits QEMU options): $out" ;; esac
 fi
 [ "$(id -u)" = 0 ] || die "bench.sh must run as root (VM, loop devices)"
 start=$(date +%s)
@@ -53,22 +69,25 @@ command -v bindfs >/dev/null || need_setup=1
 fpc_bench_kernels
 
 (cd "$FPC_TOP/selftests" && cargo build --release --locked -q) || die "cargo build failed"
-bin="$FPC_TOP/selftests/target/release/fpc-bench"
+target=${CARGO_TARGET_DIR:-$FPC_TOP/selftests/target}
+case "$target" in /*) ;; *) target="$FPC_TOP/selftests/$target" ;; esac
+bin="$target/release/fpc-bench"
+[ -x "$bin" ] || die "no $bin after cargo build"
 toolchain=$(rustc --print sysroot) || die "rustc not found"
 [ -x "$toolchain/bin/rustc" ] || die "$toolchain has no bin/rustc"
 
-# The plot's Python: matplotlib from PyPI in a venv of its own.
-venv="$FPC_TOOLS/plot-venv"
-mpl_version=3.10.8
-if ! "$venv/bin/python" -c "import matplotlib, sys; sys.exit(matplotlib.__version__ != '$mpl_version')" 2>/dev/null; then
-	info "pip install matplotlib==$mpl_version (venv $venv)"
-	python3 -m venv "$venv" || die "python3 -m venv failed (python3-venv missing? run scripts/setup.sh)"
-	"$venv/bin/pip" install -q "matplotlib==$mpl_version" || die "pip install matplotlib failed"
-fi
+fpc_plot_venv
 
 [ -n "$out" ] || out="$FPC_CACHE/bench/$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
+
+# Part 1: the instruction counts (their own boots, TCG, one vCPU).
+if [ $icount = both ]; then
+	"$FPC_TOP/scripts/icount-bench.sh" --patched "$patched" --base "$base" --out "$out/icount" \
+		${icount_args[@]+"${icount_args[@]}"} ||
+		die "the instruction counts failed (scripts/icount-bench.sh; logs in $out/icount)"
+fi
 
 # --nosync and --host-source: the variants that explain P3 and P4 (README);
 # --fill-size 1M: hsm-serve filling 1 MiB chunks (fewer events, more bytes).
@@ -76,8 +95,9 @@ guest_args=(--toolchain "$toolchain" --nosync --host-source --fill-size 1M)
 [ $quick = 0 ] || guest_args+=(--p1-runs 2 --p23-runs 1 --p4-runs 1 --p5-runs 2)
 guest_args+=(${extra[@]+"${extra[@]}"})
 
-# One boot per kernel (the base twice).  8G: the toolchain copies live in a loop image on
-# the guest's tmpfs.
+# Part 2: the wall clock.  One boot per kernel (the base twice: the noise
+# floor of P1).  8G: the toolchain copies live in a loop image on the guest's
+# tmpfs.
 run_guest() { # label kernel parts
 	local label=$1 kdir=$2 parts=$3 t0=$SECONDS
 	info "booting $label ($kdir): parts $parts"
@@ -90,6 +110,15 @@ run_guest base "$base" p1
 run_guest patched "$patched" p1,p2,p3,p4,p5
 run_guest base2 "$base" p1
 
+if [ $icount = both ]; then
+	echo
+	echo "== Instruction counts ($out/icount: icount.md, icount.csv, icount.png, bloat.txt)"
+	echo
+	cat "$out/icount/icount.md"
+	echo
+	echo "== Wall clock ($out: table.txt, table.md, ratios.csv, ratios.png)"
+	echo
+fi
 {
 	echo "fpc-bench, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) host CPUs, TCG unless KVM was probed usable"
 	echo "base:    $base ($(cat "$base/include/config/kernel.release" 2>/dev/null || echo '?'))"
@@ -101,8 +130,8 @@ run_guest base2 "$base" p1
 } | tee "$out/table.txt"
 "$bin" report --base "$out/base.log" --patched "$out/patched.log" --control "$out/base2.log" \
 	--markdown >"$out/table.md"
-"$venv/bin/python" "$FPC_TOP/scripts/bench-plot.py" "$out/ratios.csv" "$out/ratios.png" \
+"$FPC_PLOT_PYTHON" "$FPC_TOP/scripts/bench-plot.py" "$out/ratios.csv" "$out/ratios.png" \
 	"fpc-bench $(date -u +%Y-%m-%d): patched vs base, TCG guest" >/dev/null ||
 	die "plot failed"
-info "results in $out: table.txt, table.md, ratios.csv, ratios.png, base.log, patched.log"
+info "results in $out: table.txt, table.md, ratios.csv, ratios.png, {base,patched,base2}.log$([ $icount = no ] || echo ', icount/')"
 info "bench.sh wall time: $(( $(date +%s) - start )) s"

@@ -7,14 +7,17 @@
 # plugin, runs `fpc-bench icount` with every variant (none, key-on,
 # hsm-filled) in each boot, then prints the table (`fpc-bench
 # icount-report`; the second pair of boots measures the noise between
-# boots).  See "Benchmarks" in README.md.
+# boots) and plots it (icount.png, matplotlib in a venv under $FPC_CACHE).
+# Before the boots it compares the base and the patched vmlinux with the
+# kernel tree's scripts/bloat-o-meter (bloat.txt, summed up in icount.md).
+# scripts/bench.sh runs it first.  See "Benchmarks" in README.md.
 #
 # Usage: scripts/icount-bench.sh [--patched DIR] [--base DIR] [--out DIR] [--windows N] [--no-control] [-- GUEST-ARGS...]
 #   --patched DIR  patched kernel build dir (default $FPC_CACHE/build/patched-bench,
 #                  built with scripts/build.sh --bench if missing; env FPC_BENCH_PATCHED)
 #   --base DIR     base kernel build dir (default $FPC_CACHE/build/base-bench,
 #                  built with scripts/build.sh --bench --base if missing; env FPC_BENCH_BASE)
-#   --out DIR      where logs, icount.md and icount.csv go (default
+#   --out DIR      where logs, icount.md, icount.csv, icount.png and bloat.txt go (default
 #                  $FPC_CACHE/bench/icount-<date>; no spaces: vng splits QEMU options)
 #   --windows N    windows per scenario (default 2000)
 #   --no-control   no second pair of boots (the spreads then miss the noise between boots)
@@ -23,7 +26,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-usage() { sed -n '3,22s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '3,/^[^#]/s/^# \{0,1\}//p' "$0"; }
 bad() { echo "error: $*" >&2; usage >&2; exit 2; }
 
 patched=${FPC_BENCH_PATCHED:-} base=${FPC_BENCH_BASE:-} out="" windows=2000 control=1 extra=()
@@ -46,6 +49,13 @@ start=$(date +%s)
 # Kernels: given ones must exist; default ones are built when missing.
 command -v vng >/dev/null || "$FPC_TOP/scripts/setup.sh"
 fpc_bench_kernels
+bloat_o_meter="$FPC_SRC/scripts/bloat-o-meter"
+[ -f "$bloat_o_meter" ] ||
+	die "no $bloat_o_meter: the kernel tree is missing (scripts/fetch-base.sh makes it)"
+for k in "$base" "$patched"; do
+	[ -f "$k/vmlinux" ] || die "no vmlinux in $k (bloat-o-meter compares the base and the patched one)"
+done
+fpc_plot_venv
 
 "$FPC_TOP/scripts/icount.sh" build
 plugin="$FPC_CACHE/icount/icount.so"
@@ -59,6 +69,23 @@ bin="$target/release/fpc-bench"
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 case "$out$plugin" in *[[:space:],]*) die "paths with spaces or commas cannot go through vng's --qemu-opts: $out, $plugin" ;; esac
+
+# The code size, base -> patched (of the kernels about to be booted).
+python3 "$bloat_o_meter" "$base/vmlinux" "$patched/vmlinux" >"$out/bloat.txt" ||
+	die "bloat-o-meter $base/vmlinux $patched/vmlinux failed"
+# Its summary line, its total and the 10 largest changes (either sign).
+bloat_summary() {
+	echo "## Code size: scripts/bloat-o-meter, base -> patched vmlinux"
+	echo
+	echo "The 10 largest changes; all of them in bloat.txt."
+	echo
+	echo '```'
+	sed -n '1,2p' "$out/bloat.txt"
+	awk 'NR > 2 && $1 != "Total:" { d = $NF + 0; print (d < 0 ? -d : d) "\t" $0 }' "$out/bloat.txt" |
+		sort -t "$(printf '\t')" -k1,1nr -s | cut -f2- | sed -n '1,10p'
+	grep '^Total:' "$out/bloat.txt"
+	echo '```'
+}
 
 # One boot per kernel (twice each, interleaved), every variant in it (in
 # the order none, key-on, hsm-filled: the static key never goes off).  The plugin writes its
@@ -94,6 +121,11 @@ fi
 	"$bin" icount-report --base "$out/base.icount" --patched "$out/patched.icount" \
 		--base-out "$out/base.out" --patched-out "$out/patched.out" ${ctl[@]+"${ctl[@]}"} \
 		--csv "$out/icount.csv"
+	echo
+	bloat_summary
 } | tee "$out/icount.md"
-info "results in $out: icount.md, icount.csv, {base,patched}[2].out (guest), {base,patched}[2].icount (plugin)"
+"$FPC_PLOT_PYTHON" "$FPC_TOP/scripts/bench-plot.py" --icount "$out/icount.csv" "$out/icount.png" \
+	"fpc-bench icount $(date -u +%Y-%m-%d): kernel instructions, patched vs base, TCG, one vCPU" >/dev/null ||
+	die "plot failed"
+info "results in $out: icount.md, icount.csv, icount.png, bloat.txt, {base,patched}[2].out (guest), {base,patched}[2].icount (plugin)"
 info "icount-bench.sh wall time: $(( $(date +%s) - start )) s"

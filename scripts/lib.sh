@@ -101,6 +101,19 @@ fpc_series_worktree() {
 	echo "$wt"
 }
 
+# fpc_plot_venv: the Python of the benchmark plots (scripts/bench-plot.py),
+# matplotlib from PyPI in a venv of its own, installed when missing; sets
+# FPC_PLOT_PYTHON.
+fpc_plot_venv() {
+	local venv="$FPC_TOOLS/plot-venv" mpl_version=3.10.8
+	if ! "$venv/bin/python" -c "import matplotlib, sys; sys.exit(matplotlib.__version__ != '$mpl_version')" 2>/dev/null; then
+		info "pip install matplotlib==$mpl_version (venv $venv)"
+		python3 -m venv "$venv" || die "python3 -m venv failed (python3-venv missing? run scripts/setup.sh)"
+		"$venv/bin/pip" install -q "matplotlib==$mpl_version" || die "pip install matplotlib failed"
+	fi
+	FPC_PLOT_PYTHON="$venv/bin/python"
+}
+
 # fpc_bench_kernels: the kernels of a benchmark in $patched and $base (the
 # callers' variables): given ones must have an image; empty ones get the
 # default bench build directories, built (setup, base, apply, build --bench)

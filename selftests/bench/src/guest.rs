@@ -1,6 +1,6 @@
 //! The measurements, run inside the VM (`fpc-bench guest`).  Each prints
 //! sample lines (`FPCB <label> <metric> <run> <value>`) on stdout and its
-//! progress on stderr.  `fpc-bench report` pairs the samples run by run.
+//! progress on stderr.  `fpc-bench report` turns them into ratios.
 //!
 //! * P1: page-fault cost with no watcher (run on both kernels).
 //! * P2/P3: `rustc --version` from a cold lazy copy of the toolchain, fault

@@ -2,9 +2,10 @@
 //!
 //! * `fpc-bench guest`: the measurements, inside the VM (scripts/bench.sh
 //!   boots each kernel once and runs it); prints `FPCB` sample lines.
-//! * `fpc-bench report`: on the host, pairs the samples of the base and
-//!   patched kernels run by run and prints the ratios (median, min, max,
-//!   runs, target met?), optionally as Markdown and as CSV for the plot.
+//! * `fpc-bench report`: on the host, the ratios from the samples of the
+//!   base boots and the patched boot (value, min, max, runs, noise floor,
+//!   target met?), optionally as Markdown and as CSV for the plot: runs of
+//!   the same boot are paired run by run, runs of different boots never.
 //! * `fpc-bench demo`: the rustc part of scripts/demo.sh, inside the VM.
 //! * `fpc-bench icount`: kernel instructions per fault and per syscall,
 //!   inside the VM under the QEMU icount plugin (scripts/icount-bench.sh).
@@ -188,8 +189,10 @@ struct ReportArgs {
     /// Console log of the patched kernel's guest run.
     #[arg(long)]
     patched: PathBuf,
-    /// Console log of a second guest run of the base kernel (P1): adds the
-    /// `ctl` rows, base booted again / base, the noise floor of P1.
+    /// Console log of a second guest run of the base kernel (P1): the P1
+    /// ratios then divide by the mean of the two base boots' medians, and
+    /// the two against each other are the noise floor of their verdicts
+    /// (without it: no noise floor, no verdict).
     #[arg(long)]
     control: Option<PathBuf>,
     /// Print the table as Markdown.
