@@ -26,6 +26,7 @@ mod pre_fault_basic;
 mod pre_fault_concurrency;
 mod pre_fault_dax;
 mod pre_fault_deny;
+mod pre_fault_evict;
 mod pre_fault_exec;
 mod pre_fault_freeze;
 mod pre_fault_freeze_cross;
@@ -73,6 +74,7 @@ pub static ALL: &[Test] = &[
     pre_fault_large_buffer::TEST,
     pre_fault_reuse::TEST,
     pre_fault_reflink::TEST,
+    pre_fault_evict::TEST,
     pre_fault_readahead::TEST,
     pre_fault_seq::TEST,
     pre_fault_freeze::TEST,
