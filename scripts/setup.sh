@@ -17,7 +17,37 @@ HOST_PKGS=(
 	e2fsprogs xfsprogs btrfs-progs util-linux
 	qemu-system-x86 udev python3-venv rsync xz-utils git patch ndctl bindfs
 	gcc  # cc: scripts/icount.sh (TCG plugin, static guest program; libc6-dev comes with clang)
+	nginx iproute2  # guest: the hsm_* tests' HTTP server (started by the tests) and tc (netem)
 )
+
+# nginx is for the tests, which start their own instance inside the guest:
+# it must not run as a service on the host.  While apt installs it, a
+# policy-rc.d (unless the machine has one) stops the package from starting
+# it; after that the service is disabled and, if it runs anyway, stopped.
+# Only when this script installs nginx: a host nginx set up by hand is left
+# alone.
+no_service_start() {
+	[ -e /usr/sbin/policy-rc.d ] && return 0
+	printf '#!/bin/sh\n# scripts/setup.sh: no service starts while it installs packages\nexit 101\n' \
+		>/usr/sbin/policy-rc.d
+	chmod 755 /usr/sbin/policy-rc.d
+	trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+}
+disable_nginx_service() {
+	if command -v deb-systemd-helper >/dev/null; then
+		deb-systemd-helper disable nginx.service >/dev/null 2>&1 || true
+	fi
+	update-rc.d nginx disable >/dev/null 2>&1 || true
+	if [ -d /run/systemd/system ]; then
+		systemctl stop nginx.service >/dev/null 2>&1 || true
+	elif [ -s /run/nginx.pid ]; then
+		start-stop-daemon --stop --quiet --retry QUIT/5/TERM/5 --pidfile /run/nginx.pid \
+			--exec /usr/sbin/nginx || true
+	fi
+	if command -v pgrep >/dev/null && pgrep -x nginx >/dev/null; then
+		warn "an nginx is running on this host (not started by setup.sh?): the tests do not need it"
+	fi
+}
 
 # 1. Host packages (the machine's own suites; apt's default priorities).
 missing=()
@@ -27,9 +57,13 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
 	info "installing host packages: ${missing[*]}"
 	export DEBIAN_FRONTEND=noninteractive
+	installs_nginx=0
+	[[ " ${missing[*]} " == *" nginx "* ]] && installs_nginx=1
+	[ $installs_nginx = 0 ] || no_service_start
 	apt-get update -qq || die "apt-get update failed"
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
 		die "apt-get install failed for: ${missing[*]}"
+	[ $installs_nginx = 0 ] || disable_nginx_service
 fi
 command -v "clang$FPC_LLVM" >/dev/null || die "clang$FPC_LLVM is not installed"
 

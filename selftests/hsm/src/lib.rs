@@ -14,6 +14,8 @@
 //! * [`driver`]: running `hsm-serve` from fpc-tests and fpc-bench.
 //! * [`source`]: where `hsm-serve` fetches content from: a local directory
 //!   or an HTTP server (range requests).
+//! * [`manifest`]: the listing of a source tree `hsm-manifest` writes and
+//!   `hsm-populate --manifest` builds the stub tree from.
 //!
 //! # On-disk conventions (shared by the tools)
 //!
@@ -27,6 +29,7 @@
 
 pub mod cache;
 pub mod driver;
+pub mod manifest;
 pub mod map;
 pub mod pattern;
 pub mod ranges;

@@ -5,9 +5,15 @@
 //! size), symlinks are copied as symlinks.  Modes, owners (when permitted)
 //! and timestamps are copied.  Other file types are skipped and counted.
 //! `hsm-serve SRC DST` then fills the stubs on demand.
+//!
+//! With `--manifest URL|FILE` the tree is built from a manifest instead
+//! (see [`hsm::manifest`], written by `hsm-manifest SRC` on the server
+//! side): the client needs no access to the source tree.  A manifest has
+//! no owners, so the stubs belong to the user running hsm-populate.
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use hsm::manifest::{self, Kind};
 use hsm::{xattr, STUB_XATTR};
 use nix::sys::stat::{utimensat, UtimensatFlags};
 use nix::sys::time::TimeSpec;
@@ -16,21 +22,33 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
     name = "hsm-populate",
+    override_usage = "hsm-populate [--force] SRC DST\n       hsm-populate [--force] --manifest URL|FILE DST",
     about = "Mirror SRC (a directory tree or one file) at DST as sparse HSM stubs",
     after_help = "Regular files become sparse stubs of the same size and mode, tagged with the \
                   user.hsm.stub xattr (their size); directories and symlinks are recreated.\n\
+                  With --manifest the tree is built from a manifest (hsm-manifest SRC writes \
+                  one) fetched from an http:// URL or read from a file, instead of SRC.\n\
                   DST must not exist, or be an empty directory / empty file, unless --force.\n\
                   Prints one summary line.  Exit status: 0 done, 1 error, 2 bad usage."
 )]
 struct Cli {
-    /// The tree (or file) to mirror.
-    src: PathBuf,
-    /// Where the stubs go (for a file SRC: the stub's path).
-    dst: PathBuf,
+    /// SRC DST, or only DST with --manifest.  SRC: the tree (or file) to
+    /// mirror; DST: where the stubs go (for a file SRC: the stub's path).
+    #[arg(value_names = ["SRC", "DST"], num_args = 1..=2, required = true)]
+    paths: Vec<PathBuf>,
+    /// Build the tree from this manifest (an http:// URL or a file)
+    /// instead of SRC.
+    #[arg(long, value_name = "URL|FILE")]
+    manifest: Option<String>,
+    /// With --manifest: the time the fetch may take.
+    #[arg(long, value_name = "MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    timeout_ms: u64,
     /// Populate into a non-empty DST, replacing entries that are in the way.
     #[arg(long)]
     force: bool,
@@ -47,13 +65,35 @@ struct Summary {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(&cli) {
+    if cli.manifest.is_some() != (cli.paths.len() == 1) {
+        use clap::CommandFactory;
+        let msg = if cli.manifest.is_some() {
+            "with --manifest, give only DST"
+        } else {
+            "give SRC and DST (or --manifest URL DST)"
+        };
+        Cli::command()
+            .error(clap::error::ErrorKind::WrongNumberOfValues, msg)
+            .exit();
+    }
+    let dst = cli.paths.last().cloned().unwrap_or_default();
+    let (from, res) = match &cli.manifest {
+        Some(url) => (
+            url.clone(),
+            from_manifest(url, Duration::from_millis(cli.timeout_ms), &dst, cli.force),
+        ),
+        None => (
+            cli.paths[0].display().to_string(),
+            run(&cli.paths[0], &dst, cli.force),
+        ),
+    };
+    match res {
         Ok(s) => {
             println!(
                 "hsm-populate: {} -> {}: {} directories, {} files ({} bytes, sparse), {} symlinks, \
                  {} skipped",
-                cli.src.display(),
-                cli.dst.display(),
+                from,
+                dst.display(),
                 s.dirs,
                 s.files,
                 s.bytes,
@@ -69,45 +109,50 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: &Cli) -> Result<Summary> {
-    let src_meta =
-        fs::symlink_metadata(&cli.src).with_context(|| format!("source {}", cli.src.display()))?;
-    let ft = src_meta.file_type();
-    if !ft.is_dir() && !ft.is_file() {
-        bail!(
-            "source {} is neither a directory nor a regular file",
-            cli.src.display()
-        );
-    }
-    match fs::symlink_metadata(&cli.dst) {
+/// DST must not exist, or be empty, unless `force`.
+fn check_dst(dst: &Path, force: bool) -> Result<()> {
+    match fs::symlink_metadata(dst) {
         Ok(m) => {
             let empty = if m.is_dir() {
-                fs::read_dir(&cli.dst)
-                    .with_context(|| format!("read {}", cli.dst.display()))?
+                fs::read_dir(dst)
+                    .with_context(|| format!("read {}", dst.display()))?
                     .next()
                     .is_none()
             } else {
                 m.is_file() && m.len() == 0
             };
-            if !empty && !cli.force {
+            if !empty && !force {
                 bail!(
                     "destination {} exists and is not empty (use --force to populate into it)",
-                    cli.dst.display()
+                    dst.display()
                 );
             }
+            Ok(())
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("destination {}", cli.dst.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("destination {}", dst.display())),
     }
+}
+
+fn run(src: &Path, dst: &Path, force: bool) -> Result<Summary> {
+    let src_meta =
+        fs::symlink_metadata(src).with_context(|| format!("source {}", src.display()))?;
+    let ft = src_meta.file_type();
+    if !ft.is_dir() && !ft.is_file() {
+        bail!(
+            "source {} is neither a directory nor a regular file",
+            src.display()
+        );
+    }
+    check_dst(dst, force)?;
     if ft.is_dir() {
-        let src =
-            fs::canonicalize(&cli.src).with_context(|| format!("resolve {}", cli.src.display()))?;
-        if let Some(parent) = cli.dst.parent().filter(|p| !p.as_os_str().is_empty()) {
+        let src = fs::canonicalize(src).with_context(|| format!("resolve {}", src.display()))?;
+        if let Some(parent) = dst.parent().filter(|p| !p.as_os_str().is_empty()) {
             if let Ok(p) = fs::canonicalize(parent) {
                 if p.starts_with(&src) {
                     bail!(
                         "destination {} is inside the source {}",
-                        cli.dst.display(),
+                        dst.display(),
                         src.display()
                     );
                 }
@@ -115,8 +160,60 @@ fn run(cli: &Cli) -> Result<Summary> {
         }
     }
     let mut s = Summary::default();
-    mirror(&cli.src, &cli.dst, cli.force, &mut s)?;
+    mirror(src, dst, force, &mut s)?;
     Ok(s)
+}
+
+/// Build the tree the manifest at `spec` describes at `dst`.  Directory
+/// modes and times are set last, deepest first, once their contents exist.
+fn from_manifest(spec: &str, timeout: Duration, dst: &Path, force: bool) -> Result<Summary> {
+    let entries = manifest::decode(&manifest::fetch(spec, timeout)?)
+        .with_context(|| format!("manifest {spec}"))?;
+    check_dst(dst, force)?;
+    let mut s = Summary::default();
+    let mut dirs = Vec::new();
+    for e in &entries {
+        let p = dst.join(&e.path);
+        match &e.kind {
+            Kind::Dir => {
+                make_dir(&p, force)?;
+                dirs.push(e);
+                s.dirs += 1;
+                continue;
+            }
+            Kind::File { size } => {
+                make_stub(&p, *size, force)?;
+                s.files += 1;
+                s.bytes += size;
+            }
+            Kind::Symlink { target } => {
+                make_symlink(target, &p, force)?;
+                s.symlinks += 1;
+            }
+        }
+        set_attrs(e, &p)?;
+    }
+    for e in dirs.iter().rev() {
+        set_attrs(e, &dst.join(&e.path))?;
+    }
+    Ok(s)
+}
+
+/// Mode (not for symlinks) and mtime of a manifest entry.
+fn set_attrs(e: &manifest::Entry, p: &Path) -> Result<()> {
+    if !matches!(e.kind, Kind::Symlink { .. }) {
+        fs::set_permissions(p, fs::Permissions::from_mode(e.mode))
+            .with_context(|| format!("chmod {}", p.display()))?;
+    }
+    let mt = TimeSpec::new(e.mtime.0, e.mtime.1.into());
+    utimensat(
+        None,
+        p,
+        &TimeSpec::UTIME_OMIT,
+        &mt,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .with_context(|| format!("set times of {}", p.display()))
 }
 
 /// Remove whatever is at `p` (for --force).
@@ -134,15 +231,7 @@ fn mirror(src: &Path, dst: &Path, force: bool, s: &mut Summary) -> Result<()> {
     let m = fs::symlink_metadata(src).with_context(|| format!("stat {}", src.display()))?;
     let ft = m.file_type();
     if ft.is_dir() {
-        match fs::symlink_metadata(dst) {
-            Ok(d) if d.is_dir() => {}
-            Ok(_) if force => {
-                clear(dst)?;
-                fs::create_dir(dst).with_context(|| format!("mkdir {}", dst.display()))?;
-            }
-            Ok(_) => bail!("{} exists and is not a directory", dst.display()),
-            Err(_) => fs::create_dir(dst).with_context(|| format!("mkdir {}", dst.display()))?,
-        }
+        make_dir(dst, force)?;
         let mut entries: Vec<_> = fs::read_dir(src)
             .with_context(|| format!("read directory {}", src.display()))?
             .collect::<std::io::Result<_>>()
@@ -153,33 +242,12 @@ fn mirror(src: &Path, dst: &Path, force: bool, s: &mut Summary) -> Result<()> {
         }
         s.dirs += 1;
     } else if ft.is_file() {
-        if force {
-            clear(dst)?;
-        }
-        let f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(dst)
-            .with_context(|| format!("create stub {}", dst.display()))?;
-        f.set_len(m.len())
-            .with_context(|| format!("size stub {} to {} bytes", dst.display(), m.len()))?;
-        use std::os::fd::AsFd;
-        xattr::fset(f.as_fd(), STUB_XATTR, m.len().to_string().as_bytes()).with_context(|| {
-            format!(
-                "tag {} with {STUB_XATTR} (the filesystem needs user xattrs)",
-                dst.display()
-            )
-        })?;
+        make_stub(dst, m.len(), force)?;
         s.files += 1;
         s.bytes += m.len();
     } else if ft.is_symlink() {
         let target = fs::read_link(src).with_context(|| format!("readlink {}", src.display()))?;
-        if force {
-            clear(dst)?;
-        }
-        std::os::unix::fs::symlink(&target, dst)
-            .with_context(|| format!("symlink {} -> {}", dst.display(), target.display()))?;
+        make_symlink(&target, dst, force)?;
         s.symlinks += 1;
     } else {
         eprintln!(
@@ -190,6 +258,50 @@ fn mirror(src: &Path, dst: &Path, force: bool, s: &mut Summary) -> Result<()> {
         return Ok(());
     }
     copy_attrs(&m, dst)
+}
+
+/// A directory at `dst` (an existing one is kept; anything else is in the
+/// way, and replaced with `force`).
+fn make_dir(dst: &Path, force: bool) -> Result<()> {
+    match fs::symlink_metadata(dst) {
+        Ok(d) if d.is_dir() => Ok(()),
+        Ok(_) if force => {
+            clear(dst)?;
+            fs::create_dir(dst).with_context(|| format!("mkdir {}", dst.display()))
+        }
+        Ok(_) => bail!("{} exists and is not a directory", dst.display()),
+        Err(_) => fs::create_dir(dst).with_context(|| format!("mkdir {}", dst.display())),
+    }
+}
+
+/// A sparse stub of `size` bytes tagged with [`STUB_XATTR`].
+fn make_stub(dst: &Path, size: u64, force: bool) -> Result<()> {
+    if force {
+        clear(dst)?;
+    }
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(dst)
+        .with_context(|| format!("create stub {}", dst.display()))?;
+    f.set_len(size)
+        .with_context(|| format!("size stub {} to {size} bytes", dst.display()))?;
+    use std::os::fd::AsFd;
+    xattr::fset(f.as_fd(), STUB_XATTR, size.to_string().as_bytes()).with_context(|| {
+        format!(
+            "tag {} with {STUB_XATTR} (the filesystem needs user xattrs)",
+            dst.display()
+        )
+    })
+}
+
+fn make_symlink(target: &Path, dst: &Path, force: bool) -> Result<()> {
+    if force {
+        clear(dst)?;
+    }
+    std::os::unix::fs::symlink(target, dst)
+        .with_context(|| format!("symlink {} -> {}", dst.display(), target.display()))
 }
 
 /// Owner (when permitted), mode (not for symlinks) and timestamps.

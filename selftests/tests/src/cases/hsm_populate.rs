@@ -6,10 +6,19 @@
 //! stub.  A non-empty DST is refused (exit status != 0, DST untouched)
 //! unless --force, which turns it back into stubs; bad input (missing
 //! source, DST inside SRC, no arguments) fails with a message naming it.
+//! From a manifest: `hsm-manifest` lists the same tree (names with a space,
+//! a TAB and a newline included), nginx (started by the test on loopback,
+//! document root on the scratch tmpfs) serves the manifest and the tree,
+//! and `hsm-populate --manifest URL DST` builds the same stubs with no
+//! access to the tree, which `hsm-serve --mode mmap` then fills from nginx
+//! byte for byte.  Manifests that name a path outside DST, that are not
+//! manifests, or that the server does not have, are refused with nothing
+//! created.
 //!
 //! Guards the reference HSM tools (selftests/hsm/README.md): the stub tree
-//! hsm-serve fills.
+//! hsm-serve fills; issue 15 item 3 (stubs from remote metadata).
 
+use super::hsm_http::{cleanup, http_dir, Conf, Nginx};
 use super::hsm_util::*;
 use ltp::fs::HSM_FILESYSTEMS;
 use ltp::res::OrBrok;
@@ -22,10 +31,13 @@ use std::time::Duration;
 pub const TEST: Test = Test {
     name: "hsm_populate",
     doc: "hsm-populate: stubs of the right type, size, mode, target, no blocks; refuses a non-empty DST",
+    needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS"],
+    needs_cmds: &["nginx"],
     filesystems: HSM_FILESYSTEMS,
     tags: &[("doc", "selftests/hsm/README.md")],
-    timeout: Duration::from_secs(120),
+    timeout: Duration::from_secs(240),
     run,
+    cleanup: Some(cleanup),
     ..Test::DEFAULT
 };
 
@@ -63,6 +75,11 @@ const TREE: &[Entry] = &[
         path: "a/page",
         kind: Kind::File(4096),
         mode: 0o640,
+    },
+    Entry {
+        path: "a/tab\tand\nnewline",
+        kind: Kind::File(10),
+        mode: 0o644,
     },
     Entry {
         path: "a/b",
@@ -181,11 +198,7 @@ fn run(ctx: &Ctx) {
     make_src(&src);
 
     let out = populate(&src, &dst);
-    // src itself, a, a/b, setgid-dir; 5 files; 2 symlinks.
-    tcheck!(
-        out.contains("4 directories") && out.contains("5 files") && out.contains("2 symlinks"),
-        "summary line counts 4 directories, 5 files, 2 symlinks: {out:?}"
-    );
+    check_summary(&out, "tree");
     check_tree(&src, &dst, "tree");
     let root = std::fs::metadata(&dst).or_brok("stat dst");
     tcheck!(root.is_dir(), "DST is a directory");
@@ -270,4 +283,97 @@ fn run(ctx: &Ctx) {
         }
     }
     tcheck!(!inside.exists(), "DST inside SRC: nothing was created");
+
+    from_manifest(ctx);
+}
+
+/// src itself, a, a/b, setgid-dir; 6 files; 2 symlinks.
+fn check_summary(out: &str, what: &str) {
+    tcheck!(
+        out.contains("4 directories") && out.contains("6 files") && out.contains("2 symlinks"),
+        "{what}: summary line counts 4 directories, 6 files, 2 symlinks: {out:?}"
+    );
+}
+
+/// The tree and its manifest served by nginx; stubs from the manifest.
+fn from_manifest(ctx: &Ctx) {
+    let base = http_dir(ctx).join("manifest");
+    let root = base.join("root");
+    let src = root.join("src");
+    std::fs::create_dir_all(&root).or_brok("mkdir the document root");
+    make_src(&src);
+    let manifest = root.join("tree.manifest");
+    run_ok(
+        "hsm-manifest",
+        &[src.as_os_str(), OsStr::new("-o"), manifest.as_os_str()],
+    );
+    let nginx = Nginx::start(&base, &root, Conf::default());
+    let dst = ctx.path("dst-manifest");
+    let url = nginx.url("tree.manifest");
+    let out = run_ok(
+        "hsm-populate",
+        &[OsStr::new("--manifest"), OsStr::new(&url), dst.as_os_str()],
+    );
+    check_summary(&out, "manifest");
+    check_tree(&src, &dst, "from the manifest over HTTP");
+
+    // The stubs are filled from the same server.
+    let s = Serve::start(&serve_args(nginx.url("src/"), &dst, "mmap", &[]));
+    let (rc, out) = validate(&dst.join("a/b/big"), &["--via", "pread"]);
+    tcheck!(
+        rc == 0,
+        "a stub made from the manifest is filled from nginx byte for byte: {out}"
+    );
+    let (st, _) = s.stop(nix::sys::signal::Signal::SIGTERM);
+    tcheck!(st.code() == Some(0), "hsm-serve: SIGTERM: {st}");
+
+    // Refused, with nothing created.
+    let head = "# hsm manifest v1\nd\t0755\t0\t1.000000000\t.\n";
+    let bad: &[(&str, String, &str)] = &[
+        (
+            "a path out of DST",
+            format!("{head}f\t0644\t1\t1.000000000\t../escape\n"),
+            "not a plain relative path",
+        ),
+        (
+            "an absolute path",
+            format!("{head}f\t0644\t1\t1.000000000\t%2Fescape\n"),
+            "not a plain relative path",
+        ),
+        (
+            "not a manifest",
+            "<html></html>\n".into(),
+            "not an hsm manifest",
+        ),
+    ];
+    for (i, (_, body, _)) in bad.iter().enumerate() {
+        std::fs::write(root.join(format!("bad{i}")), body).or_brok("write a manifest");
+    }
+    let rows = bad
+        .iter()
+        .enumerate()
+        .map(|(i, (what, _, want))| (*what, format!("bad{i}"), *want))
+        .chain([("a missing manifest", "none".to_string(), "HTTP status 404")]);
+    for (i, (what, name, want)) in rows.enumerate() {
+        let d = ctx.path(&format!("dst-bad{i}"));
+        let o = run_tool(
+            "hsm-populate",
+            &[
+                OsStr::new("--manifest"),
+                OsStr::new(&nginx.url(&name)),
+                d.as_os_str(),
+            ],
+        );
+        let msg = text(&o.stderr);
+        tcheck!(
+            code(&o.status) == 1 && msg.contains(want) && !d.exists(),
+            "{what}: refused (exit {}, want 1 and {want:?}), nothing created: {msg}",
+            code(&o.status)
+        );
+    }
+    tcheck!(
+        !ctx.path("escape").exists() && !Path::new("/escape").exists(),
+        "nothing was created out of DST"
+    );
+    nginx.stop();
 }

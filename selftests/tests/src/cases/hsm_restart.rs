@@ -9,11 +9,14 @@
 //! events the dead daemon left pending (the reader gets SIGBUS or EIO and
 //! caches nothing unfilled); after dropping the page cache, a new daemon
 //! serves the whole file: content exact, and it fetches exactly the bytes
-//! the state did not cover.
+//! the state did not cover.  Both stops with a local source directory and
+//! with nginx as an HTTP source (started by the test on loopback, its
+//! document root on the scratch tmpfs).
 //!
 //! Guards the reference HSM tools (selftests/hsm/README.md): state survives a
-//! restart.
+//! restart, with either source (issue 15 items 1 and 2).
 
+use super::hsm_http::{cleanup, SourceKind, TestSource, BOTH_SOURCES};
 use super::hsm_util::*;
 use crate::common::{drop_cache, page_size};
 use ltp::fs::HSM_FILESYSTEMS;
@@ -28,10 +31,12 @@ pub const TEST: Test = Test {
     name: "hsm_restart",
     doc: "hsm-serve stopped mid-fetch (SIGTERM, SIGKILL) and restarted: nothing refetched, content exact",
     needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS"],
+    needs_cmds: &["nginx"],
     filesystems: HSM_FILESYSTEMS,
     tags: &[("doc", "selftests/hsm/README.md")],
     timeout: Duration::from_secs(400),
     run,
+    cleanup: Some(cleanup),
     ..Test::DEFAULT
 };
 
@@ -42,6 +47,7 @@ struct Case {
     stop: Signal,
     /// None: xattr state; Some(name): a state file of that name.
     state_file: Option<&'static str>,
+    source: SourceKind,
 }
 
 const CASES: &[Case] = &[
@@ -49,11 +55,25 @@ const CASES: &[Case] = &[
         what: "SIGTERM, xattr state",
         stop: Signal::SIGTERM,
         state_file: None,
+        source: SourceKind::Dir,
     },
     Case {
         what: "SIGKILL, state file",
         stop: Signal::SIGKILL,
         state_file: Some("hsm.state"),
+        source: SourceKind::Dir,
+    },
+    Case {
+        what: "SIGTERM, xattr state, HTTP source",
+        stop: Signal::SIGTERM,
+        state_file: None,
+        source: SourceKind::Http,
+    },
+    Case {
+        what: "SIGKILL, state file, HTTP source",
+        stop: Signal::SIGKILL,
+        state_file: Some("hsm-http.state"),
+        source: SourceKind::Http,
     },
 ];
 
@@ -72,12 +92,21 @@ fn recorded(c: &Case, dst: &Path, state: &Path, rel: &str) -> RangeSet {
 }
 
 fn run(ctx: &Ctx) {
-    let src = ctx.path("src");
-    std::fs::create_dir(&src).or_brok("mkdir");
-    create_pattern(&src.join("file"), SIZE);
+    let sources: Vec<TestSource> = BOTH_SOURCES
+        .iter()
+        .map(|&k| {
+            let s = TestSource::new(ctx, k, "src");
+            create_pattern(&s.dir.join("file"), SIZE);
+            s
+        })
+        .collect();
     for (i, c) in CASES.iter().enumerate() {
+        let Some(source) = sources.iter().find(|s| s.kind == c.source) else {
+            tbrok!("{}: no {:?} source", c.what, c.source);
+        };
+        let src = &source.spec;
         let dst = ctx.path(&format!("dst{i}"));
-        populate(&src, &dst);
+        populate(&source.dir, &dst);
         let state = ctx.path(c.state_file.unwrap_or("unused"));
         let mut extra = vec!["--workers", "2"];
         let state_s = state.to_string_lossy().into_owned();
@@ -89,7 +118,7 @@ fn run(ctx: &Ctx) {
         // First daemon: slow.
         let mut slow = extra.clone();
         slow.extend(["--fetch-delay-ms", "150"]);
-        let mut s = Serve::start(&serve_args(&src, &dst, "fault", &slow));
+        let mut s = Serve::start(&serve_args(src, &dst, "fault", &slow));
         let (code, out) = validate(
             &file,
             &["--via", "mmap", "--pages", "0-63", "--advice", "random"],
@@ -153,7 +182,7 @@ fn run(ctx: &Ctx) {
         }
 
         drop_cache(&file);
-        let mut s = Serve::start(&serve_args(&src, &dst, "fault", &extra));
+        let mut s = Serve::start(&serve_args(src, &dst, "fault", &extra));
         let (code, out) = validate(&file, &["--via", "both"]);
         tcheck!(
             code == 0,

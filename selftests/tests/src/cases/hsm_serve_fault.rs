@@ -12,13 +12,17 @@
 //! stats line.  A second daemon with `--fill-size 64K` fills the whole
 //! aligned 64 KiB chunk around one touched page (clamped to the end of the
 //! file for the last, partial chunk) in one event, and the chunk reads back
-//! exact with nothing more fetched.  On a kernel without FAN_PRE_FAULT
-//! hsm-serve exits 3 and the test is TCONF.
+//! exact with nothing more fetched.  All of it twice: from a local source
+//! directory and from nginx (an HTTP source, range requests; started by the
+//! test on loopback, its document root on the scratch tmpfs).  On a kernel
+//! without FAN_PRE_FAULT hsm-serve exits 3 and the test is TCONF.
 //!
 //! Guards the reference HSM tools (selftests/hsm/README.md) and the purpose of
 //! the series (cover letter, first paragraph and Design): an HSM fetches what
-//! a program touches, not the whole mapped range.
+//! a program touches, not the whole mapped range; issue 15 items 1 and 2
+//! (the HTTP source, with nginx in the test VM).
 
+use super::hsm_http::{cleanup, SourceKind, TestSource, BOTH_SOURCES};
 use super::hsm_util::*;
 use crate::common::page_size;
 use ltp::fs::HSM_FILESYSTEMS;
@@ -39,8 +43,10 @@ pub const TEST: Test = Test {
             "Design: a fault reads exactly its event's range (an HSM fetches what is touched)",
         ),
     ],
+    needs_cmds: &["nginx"],
     timeout: Duration::from_secs(300),
     run,
+    cleanup: Some(cleanup),
     ..Test::DEFAULT
 };
 
@@ -81,19 +87,36 @@ const CASES: &[Case] = &[
 ];
 
 fn run(ctx: &Ctx) {
-    let src = ctx.path("src");
-    let dst = ctx.path("dst");
-    std::fs::create_dir(&src).or_brok("mkdir");
+    for &kind in BOTH_SOURCES {
+        serve(ctx, kind);
+        fill_size(ctx, kind);
+    }
+}
+
+fn serve(ctx: &Ctx, kind: SourceKind) {
+    let source = TestSource::new(ctx, kind, "src");
+    let w = source.label();
+    let src = &source.dir;
+    let dst = ctx.path(&format!("dst-{kind:?}"));
     for c in CASES {
         create_pattern(&src.join(c.file), BIG);
     }
     let small_size = 10 * page_size() + 77;
     create_pattern(&src.join("small"), small_size);
     create_pattern(&src.join("shared"), SHARED);
-    populate(&src, &dst);
+    populate(src, &dst);
 
-    let mut s = Serve::start(&serve_args(&src, &dst, "fault", &["--workers", "4"]));
-    tcheck!(kv(&s.ready, "marked") == 4, "ready line: {:?}", s.ready);
+    let mut s = Serve::start(&serve_args(
+        &source.spec,
+        &dst,
+        "fault",
+        &["--workers", "4"],
+    ));
+    tcheck!(
+        kv(&s.ready, "marked") == 4,
+        "{w}: ready line: {:?}",
+        s.ready
+    );
 
     for c in CASES {
         let before = s.stats();
@@ -106,7 +129,7 @@ fn run(ctx: &Ctx) {
         );
         tcheck!(
             code == 0,
-            "{}: {} touched pages exact: {out}",
+            "{w}: {}: {} touched pages exact: {out}",
             c.what,
             c.touches
         );
@@ -114,7 +137,7 @@ fn run(ctx: &Ctx) {
         let fetched = kv(&mid, "fetched_bytes") - kv(&before, "fetched_bytes");
         let events = kv(&mid, "events") - kv(&before, "events");
         tinfo!(
-            "{}: {} touches of a {} file: {events} events, fetched {fetched} bytes ({}, {:.3} % of the file)",
+            "{w}: {}: {} touches of a {} file: {events} events, fetched {fetched} bytes ({}, {:.3} % of the file)",
             c.what,
             c.touches,
             mib(BIG),
@@ -124,7 +147,7 @@ fn run(ctx: &Ctx) {
         if c.advice == "random" {
             tcheck!(
                 fetched == c.touches * page_size() && events == c.touches,
-                "{}: one page and one event per touched page ({fetched} bytes, {events} events)",
+                "{w}: {}: one page and one event per touched page ({fetched} bytes, {events} events)",
                 c.what
             );
         } else {
@@ -132,7 +155,7 @@ fn run(ctx: &Ctx) {
                 fetched >= c.touches * page_size()
                     && fetched <= c.touches * MAX_WINDOW
                     && fetched <= BIG / 4,
-                "{}: fetched {fetched} bytes: at least the touched pages, at most a readahead \
+                "{w}: {}: fetched {fetched} bytes: at least the touched pages, at most a readahead \
                  window per touch, far less than the file",
                 c.what
             );
@@ -146,13 +169,13 @@ fn run(ctx: &Ctx) {
         let more = kv(&after, "fetched_bytes") - kv(&mid, "fetched_bytes");
         tcheck!(
             code == 0 && more == 0,
-            "{}: read() of the same pages exact, fetched {more} more bytes: {out}",
+            "{w}: {}: read() of the same pages exact, fetched {more} more bytes: {out}",
             c.what
         );
         let tag = stub_tag(&dst.join(c.file));
         tcheck!(
             tag.is_some(),
-            "{}: the partly filled file is still a stub",
+            "{w}: {}: the partly filled file is still a stub",
             c.what
         );
     }
@@ -176,15 +199,15 @@ fn run(ctx: &Ctx) {
     let after = s.stats();
     let fetched = kv(&after, "fetched_bytes") - kv(&before, "fetched_bytes");
     tinfo!(
-        "4 concurrent readers of a {} file: {} events ({} with nothing left to fetch), fetched {fetched} bytes",
+        "{w}: 4 concurrent readers of a {} file: {} events ({} with nothing left to fetch), fetched {fetched} bytes",
         mib(SHARED),
         kv(&after, "events") - kv(&before, "events"),
         kv(&after, "duplicates") - kv(&before, "duplicates")
     );
-    tcheck!(ok == 4, "4 concurrent readers: {ok} saw exact content");
+    tcheck!(ok == 4, "{w}: 4 concurrent readers: {ok} saw exact content");
     tcheck!(
         fetched == SHARED,
-        "4 concurrent readers: every byte fetched once ({fetched} bytes for {SHARED})"
+        "{w}: 4 concurrent readers: every byte fetched once ({fetched} bytes for {SHARED})"
     );
 
     // A small file, whole, through both paths.
@@ -192,19 +215,22 @@ fn run(ctx: &Ctx) {
     let (code, out) = validate(&dst.join("small"), &["--via", "both"]);
     let after = s.stats();
     let fetched = kv(&after, "fetched_bytes") - kv(&before, "fetched_bytes");
-    tcheck!(code == 0, "small file exact through mmap and read(): {out}");
+    tcheck!(
+        code == 0,
+        "{w}: small file exact through mmap and read(): {out}"
+    );
     tcheck!(
         fetched == small_size,
-        "small file fetched exactly once: {fetched} bytes for {small_size}"
+        "{w}: small file fetched exactly once: {fetched} bytes for {small_size}"
     );
     tcheck!(
         kv(&after, "files_completed") - kv(&before, "files_completed") == 1
             && stub_tag(&dst.join("small")).is_none(),
-        "small file counted complete and no longer tagged as a stub"
+        "{w}: small file counted complete and no longer tagged as a stub"
     );
-    tcheck!(kv(&after, "errors") == 0, "no errors: {after:?}");
+    tcheck!(kv(&after, "errors") == 0, "{w}: no errors: {after:?}");
     tinfo!(
-        "latency: p50 {} us, p90 {} us, p99 {} us, max {} us over {} events",
+        "{w}: latency: p50 {} us, p90 {} us, p99 {} us, max {} us over {} events",
         kv(&after, "p50_us"),
         kv(&after, "p90_us"),
         kv(&after, "p99_us"),
@@ -215,30 +241,33 @@ fn run(ctx: &Ctx) {
     let (st, last) = s.stop(Signal::SIGTERM);
     match (st.code(), last) {
         (Some(0), Some(m)) => tpass!(
-            "SIGTERM: exit 0 with final stats (events={}, fetched_bytes={})",
+            "{w}: SIGTERM: exit 0 with final stats (events={}, fetched_bytes={})",
             kv(&m, "events"),
             kv(&m, "fetched_bytes")
         ),
-        (c, m) => tfail!("SIGTERM: exit {c:?}, final stats {m:?}"),
+        (c, m) => tfail!("{w}: SIGTERM: exit {c:?}, final stats {m:?}"),
     }
-
-    fill_size(ctx);
 }
 
 /// `hsm-serve --fill-size 64K`: one touched page (MADV_RANDOM, so the fault
 /// asks for that page only) fetches its aligned 64 KiB chunk, clamped to
 /// EOF, in one event.
-fn fill_size(ctx: &Ctx) {
-    let src = ctx.path("fill-src");
-    let dst = ctx.path("fill-dst");
-    std::fs::create_dir(&src).or_brok("mkdir");
-    create_pattern(&src.join("chunked"), chunked());
-    populate(&src, &dst);
+fn fill_size(ctx: &Ctx, kind: SourceKind) {
+    let source = TestSource::new(ctx, kind, "fill-src");
+    let w = source.label();
+    let dst = ctx.path(&format!("fill-dst-{kind:?}"));
+    create_pattern(&source.dir.join("chunked"), chunked());
+    populate(&source.dir, &dst);
     let file = dst.join("chunked");
-    let mut s = Serve::start(&serve_args(&src, &dst, "fault", &["--fill-size", "64K"]));
+    let mut s = Serve::start(&serve_args(
+        &source.spec,
+        &dst,
+        "fault",
+        &["--fill-size", "64K"],
+    ));
     tcheck!(
         kv(&s.ready, "fill_size") == FILL,
-        "--fill-size 64K: ready line {:?}",
+        "{w}: --fill-size 64K: ready line {:?}",
         s.ready
     );
     // (page touched, the chunk it must fetch): inside the second chunk, and
@@ -265,11 +294,11 @@ fn fill_size(ctx: &Ctx) {
         let events = kv(&mid, "events") - kv(&before, "events");
         tcheck!(
             code == 0,
-            "--fill-size 64K: touched page {page} exact: {out}"
+            "{w}: --fill-size 64K: touched page {page} exact: {out}"
         );
         tcheck!(
             fetched == end - start && events == 1,
-            "--fill-size 64K: touching page {page} fetched its chunk {start}-{end} \
+            "{w}: --fill-size 64K: touching page {page} fetched its chunk {start}-{end} \
              ({} bytes) in one event: {fetched} bytes, {events} events",
             end - start
         );
@@ -280,7 +309,7 @@ fn fill_size(ctx: &Ctx) {
         let more = kv(&after, "fetched_bytes") - kv(&mid, "fetched_bytes");
         tcheck!(
             code == 0 && more == 0,
-            "--fill-size 64K: pages {pages} (the chunk) exact through read(), fetched {more} \
+            "{w}: --fill-size 64K: pages {pages} (the chunk) exact through read(), fetched {more} \
              more bytes: {out}"
         );
     }
@@ -288,12 +317,12 @@ fn fill_size(ctx: &Ctx) {
     let got = populated_xattr(&file);
     tcheck!(
         got.as_ref().map(RangeSet::ranges) == Some(&want[..]) && stub_tag(&file).is_some(),
-        "--fill-size 64K: recorded ranges {got:?}, want {want:?}, still a stub"
+        "{w}: --fill-size 64K: recorded ranges {got:?}, want {want:?}, still a stub"
     );
     let (st, last) = s.stop(Signal::SIGTERM);
     tcheck!(
         st.code() == Some(0) && last.as_ref().is_some_and(|m| kv(m, "errors") == 0),
-        "--fill-size 64K: SIGTERM: exit {:?}, no errors: {last:?}",
+        "{w}: --fill-size 64K: SIGTERM: exit {:?}, no errors: {last:?}",
         st.code()
     );
 }

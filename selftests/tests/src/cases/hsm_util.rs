@@ -51,6 +51,19 @@ pub fn run_ok<S: AsRef<OsStr>>(name: &str, args: &[S]) -> String {
     text(&o.stdout)
 }
 
+/// Run a system command that must succeed; TBROK (with its stderr)
+/// otherwise.
+pub fn run_cmd(cmd: &str, args: &[&str]) {
+    let o = Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .or_brok(&format!("run {cmd}"));
+    if !o.status.success() {
+        tbrok!("{cmd} {args:?} failed ({}): {}", o.status, text(&o.stderr));
+    }
+}
+
 /// `hsm-validate create PATH --size SIZE`.
 pub fn create_pattern(path: &Path, size: u64) {
     run_ok(
@@ -199,9 +212,20 @@ pub fn populate(src: &Path, dst: &Path) -> String {
     out
 }
 
-/// Standard serve arguments: SRC DST --mode MODE plus `extra`.
-pub fn serve_args(src: &Path, dst: &Path, mode: &str, extra: &[&str]) -> Vec<std::ffi::OsString> {
-    let mut v: Vec<std::ffi::OsString> = vec![src.into(), dst.into(), "--mode".into(), mode.into()];
+/// Standard serve arguments: SRC DST --mode MODE plus `extra`; SRC is a
+/// directory or a URL.
+pub fn serve_args(
+    src: impl AsRef<OsStr>,
+    dst: &Path,
+    mode: &str,
+    extra: &[&str],
+) -> Vec<std::ffi::OsString> {
+    let mut v: Vec<std::ffi::OsString> = vec![
+        src.as_ref().into(),
+        dst.into(),
+        "--mode".into(),
+        mode.into(),
+    ];
     v.extend(extra.iter().map(|s| s.into()));
     v
 }

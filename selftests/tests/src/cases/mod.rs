@@ -4,6 +4,11 @@ use ltp::Test;
 
 mod freeze_util;
 mod hsm_complete;
+mod hsm_http;
+mod hsm_http_bad_answer;
+mod hsm_http_down;
+mod hsm_http_kill;
+mod hsm_http_netem;
 mod hsm_populate;
 mod hsm_restart;
 mod hsm_serve_errors;
@@ -96,6 +101,10 @@ pub static ALL: &[Test] = &[
     hsm_source_gone::TEST,
     hsm_complete::TEST,
     hsm_state_compact::TEST,
+    hsm_http_kill::TEST,
+    hsm_http_down::TEST,
+    hsm_http_bad_answer::TEST,
+    hsm_http_netem::TEST,
 ];
 
 /// Tags must lead a reader of this repository somewhere: see "Tags" in
