@@ -46,6 +46,12 @@ if [ $build = 1 ]; then
 	# A step whose tree already built cleanly with this config and toolchain
 	# is not built again (its line says so): only changed steps cost time.
 	okfile="$out/ok-steps"
+	# test.sh and export.sh --check move $wt to the whole series
+	# (fpc_series_worktree): a build they overlapped is no result.
+	still_at() {
+		[ "$(git -C "$wt" rev-parse HEAD)" = "$(git -C "$wt" rev-parse "$1")" ] ||
+			die "$wt was moved during the build of \"$2\" (another script ran fpc_series_worktree): run check-series.sh alone"
+	}
 	key_of() { echo "$(git -C "$wt" rev-parse "$1^{tree}") $( { cat "$cfg"; echo "$FPC_LLVM"; rustc --version; } | sha256sum | cut -c1-16)"; }
 	for c in "${commits[@]}"; do
 		subj=$(git -C "$wt" log -1 --format=%s "$c")
@@ -60,10 +66,12 @@ if [ $build = 1 ]; then
 		if KCONFIG_ALLCONFIG="$cfg" "${mk[@]}" allnoconfig >"$out/step.log" 2>&1 &&
 			"${mk[@]}" bzImage modules >>"$out/step.log" 2>&1 &&
 			! grep -E '(warning|error)[:\[]' "$out/step.log" >&2; then
+			still_at "$c" "$subj"
 			echo "build: ok ($(( $(date +%s) - start )) s)  $subj"
 			echo "$key" >>"$okfile"
 			pass=$((pass + 1))
 		else
+			still_at "$c" "$subj"
 			echo "build: FAILED  $subj"
 			tail -20 "$out/step.log" | sed 's/^/    /'
 			fail=$((fail + 1))
