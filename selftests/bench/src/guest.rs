@@ -316,12 +316,11 @@ fn lazy(cx: &Ctx, name: &str, how: Lazy) -> Result<(PathBuf, Serve)> {
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     let serve = Serve::start(&src, &dst, how.mode, &extra)?;
     say!(
-        "{name}: stubs of {} populated in {populated:.1} s; hsm-serve --mode {} {}ready in {:.1} s, {} marks",
+        "{name}: stubs of {} populated in {populated:.1} s; hsm-serve --mode {} {}ready in {:.1} s",
         src.display(),
         how.mode,
         extra.iter().map(|e| format!("{e} ")).collect::<String>(),
-        t.elapsed().as_secs_f64(),
-        serve.ready.get("marked").copied().unwrap_or(0)
+        t.elapsed().as_secs_f64()
     );
     Ok((dst, serve))
 }

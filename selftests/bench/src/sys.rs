@@ -293,7 +293,6 @@ impl Fills {
 /// drop if still running.
 pub struct Serve {
     d: hsm::driver::Serve,
-    pub ready: Kv,
 }
 
 /// How long hsm-serve may take to mark a large tree under TCG.
@@ -322,8 +321,7 @@ impl Serve {
                 }
             }
         }
-        let ready = d.ready.clone();
-        Ok(Serve { d, ready })
+        Ok(Serve { d })
     }
 
     /// The current `stats:` pairs (SIGUSR1); the daemon keeps running.

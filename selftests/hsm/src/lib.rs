@@ -16,18 +16,23 @@
 //!   or an HTTP server (range requests).
 //! * [`manifest`]: the listing of a source tree `hsm-manifest` writes and
 //!   `hsm-populate --manifest` builds the stub tree from.
+//! * [`control`]: the request and reply lines `hsm-evict` and
+//!   `hsm-serve --control` exchange.
 //!
 //! # On-disk conventions (shared by the tools)
 //!
 //! * [`STUB_XATTR`] (`user.hsm.stub`) marks a file as an HSM stub; its value
 //!   is the stub's remote size in decimal.  `hsm-populate` sets it, and
-//!   `hsm-serve` removes it once the file is fully populated.  Only files
-//!   that carry it are watched by `hsm-serve`.
+//!   `hsm-serve` removes it once the file is fully populated (and sets it
+//!   again when it evicts content).  `hsm-serve` fills only files that carry
+//!   it; it answers the events of every other file of the filesystem at once
+//!   and ignores that file from then on.
 //! * [`POPULATED_XATTR`] (`user.hsm.populated`) holds the populated ranges of
 //!   a stub when `hsm-serve --state xattr` (the default) is used; see
 //!   [`ranges::RangeSet::encode`] for the format.
 
 pub mod cache;
+pub mod control;
 pub mod driver;
 pub mod manifest;
 pub mod map;

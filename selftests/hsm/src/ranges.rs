@@ -44,6 +44,30 @@ impl RangeSet {
         self.r.splice(i..j, [(s, e)]);
     }
 
+    /// Take `[start, end)` out of the set; returns the bytes that were in it.
+    pub fn remove(&mut self, start: u64, end: u64) -> u64 {
+        if start >= end {
+            return 0;
+        }
+        let mut removed = 0;
+        let mut out = Vec::with_capacity(self.r.len() + 1);
+        for &(s, e) in &self.r {
+            if e <= start || s >= end {
+                out.push((s, e));
+                continue;
+            }
+            removed += e.min(end) - s.max(start);
+            if s < start {
+                out.push((s, start));
+            }
+            if e > end {
+                out.push((end, e));
+            }
+        }
+        self.r = out;
+        removed
+    }
+
     /// The parts of `[start, end)` not in the set, in order.
     pub fn missing(&self, start: u64, end: u64) -> Vec<(u64, u64)> {
         let mut out = Vec::new();
@@ -144,6 +168,30 @@ mod tests {
     use super::*;
 
     type Spans = &'static [(u64, u64)];
+
+    #[test]
+    fn remove_table() {
+        // (set, removed range, set after, bytes removed)
+        let cases: &[(Spans, (u64, u64), Spans, u64)] = &[
+            (&[(0, 100)], (0, 100), &[], 100),
+            (&[(0, 100)], (20, 30), &[(0, 20), (30, 100)], 10),
+            (
+                &[(0, 10), (20, 30), (40, 50)],
+                (5, 45),
+                &[(0, 5), (45, 50)],
+                20,
+            ),
+            (&[(10, 20)], (0, 10), &[(10, 20)], 0),
+            (&[(10, 20)], (20, 30), &[(10, 20)], 0),
+            (&[(10, 20)], (15, 15), &[(10, 20)], 0),
+            (&[(10, 20)], (0, 1000), &[], 10),
+        ];
+        for &(before, (a, b), after, n) in cases {
+            let mut s = set(before);
+            assert_eq!(s.remove(a, b), n, "{before:?} - [{a}, {b})");
+            assert_eq!(s, set(after), "{before:?} - [{a}, {b})");
+        }
+    }
 
     fn set(v: &[(u64, u64)]) -> RangeSet {
         let mut s = RangeSet::new();

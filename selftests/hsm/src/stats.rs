@@ -1,7 +1,8 @@
 //! Counters of `hsm-serve` and the `stats:` line it prints.
 //!
 //! The line is `stats: events=N fetched_bytes=N files_completed=N errors=N
-//! duplicates=N max_parallel=N p50_us=N p90_us=N p99_us=N max_us=N`
+//! duplicates=N ignored=N own=N evicted_files=N evicted_bytes=N
+//! evict_busy=N max_parallel=N p50_us=N p90_us=N p99_us=N max_us=N`
 //! (`max_parallel`: most fetches in progress at once): space-separated
 //! `key=value` pairs after the `stats:` word, so scripts and tests can parse
 //! it with [`parse_line`].  Latencies are from reading an event to writing
@@ -106,6 +107,17 @@ pub struct Counters {
     pub errors: AtomicU64,
     /// Events whose range was already populated (nothing fetched).
     pub duplicates: AtomicU64,
+    /// Events (in `events`) of files that are not stubs (complete, or never
+    /// stubs): answered at once, and the file ignored from then on.
+    pub ignored: AtomicU64,
+    /// Events of the daemon's own accesses (not in `events`): answered at
+    /// once by the thread that reads events, never queued for a worker.
+    pub own: AtomicU64,
+    /// Evictions done (files, and populated bytes dropped), and refused
+    /// because the file was in use.
+    pub evicted_files: AtomicU64,
+    pub evicted_bytes: AtomicU64,
+    pub evict_busy: AtomicU64,
     /// Fetches in progress now, and the most there have been at once.
     pub fetching: AtomicU64,
     pub max_parallel: AtomicU64,
@@ -141,12 +153,18 @@ impl Counters {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
             "stats: events={} fetched_bytes={} files_completed={} errors={} duplicates={} \
+             ignored={} own={} evicted_files={} evicted_bytes={} evict_busy={} \
              max_parallel={} p50_us={} p90_us={} p99_us={} max_us={}",
             g(&self.events),
             g(&self.fetched_bytes),
             g(&self.files_completed),
             g(&self.errors),
             g(&self.duplicates),
+            g(&self.ignored),
+            g(&self.own),
+            g(&self.evicted_files),
+            g(&self.evicted_bytes),
+            g(&self.evict_busy),
             g(&self.max_parallel),
             h.percentile(50.0),
             h.percentile(90.0),
@@ -221,6 +239,8 @@ mod tests {
         let c = Counters::default();
         Counters::add(&c.events, 3);
         Counters::add(&c.fetched_bytes, 8192);
+        Counters::add(&c.evicted_bytes, 4096);
+        Counters::add(&c.own, 2);
         c.record_latency(120);
         {
             let _a = c.fetch_started();
@@ -231,6 +251,9 @@ mod tests {
         assert_eq!(m["events"], 3);
         assert_eq!(m["fetched_bytes"], 8192);
         assert_eq!(m["errors"], 0);
+        assert_eq!(m["evicted_bytes"], 4096);
+        assert_eq!(m["own"], 2);
+        assert_eq!(m["ignored"], 0);
         assert_eq!(m["max_us"], 120);
         assert_eq!(m["max_parallel"], 2);
         assert_eq!(c.fetching.load(Ordering::Relaxed), 1);

@@ -274,26 +274,66 @@ fn make_dir(dst: &Path, force: bool) -> Result<()> {
     }
 }
 
-/// A sparse stub of `size` bytes tagged with [`STUB_XATTR`].
+/// A sparse stub of `size` bytes tagged with [`STUB_XATTR`].  It is made
+/// nameless (`O_TMPFILE`), tagged before it is sized, and only then given
+/// its name, so that no one can open it untagged: a running `hsm-serve`
+/// ignores for good a file it finds without the tag, and would leave its
+/// holes to be read as zeros.
 fn make_stub(dst: &Path, size: u64, force: bool) -> Result<()> {
+    use nix::fcntl::{open, OFlag};
+    use nix::sys::stat::Mode;
+    use std::os::fd::{AsFd, FromRawFd, OwnedFd};
     if force {
         clear(dst)?;
     }
-    let f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(dst)
-        .with_context(|| format!("create stub {}", dst.display()))?;
-    f.set_len(size)
-        .with_context(|| format!("size stub {} to {size} bytes", dst.display()))?;
-    use std::os::fd::AsFd;
+    let dir = match dst.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let fd = open(
+        dir,
+        OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    )
+    .with_context(|| {
+        format!(
+            "create stub {}: O_TMPFILE in {} (the filesystem must support it)",
+            dst.display(),
+            dir.display()
+        )
+    })?;
+    // SAFETY: open(2) returned a new descriptor that nothing else owns.
+    let f = fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
     xattr::fset(f.as_fd(), STUB_XATTR, size.to_string().as_bytes()).with_context(|| {
         format!(
             "tag {} with {STUB_XATTR} (the filesystem needs user xattrs)",
             dst.display()
         )
-    })
+    })?;
+    f.set_len(size)
+        .with_context(|| format!("size stub {} to {size} bytes", dst.display()))?;
+    // Named under a temporary name, then renamed over DST: an empty file
+    // there (allowed without --force) is replaced, anything else was
+    // refused or cleared before.
+    let name = dst.file_name().context("stub path has no file name")?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".hsm-tmp.{}", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let proc_fd = PathBuf::from(format!("/proc/self/fd/{fd}"));
+    nix::unistd::linkat(
+        None,
+        &proc_fd,
+        None,
+        &tmp,
+        nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
+    )
+    .with_context(|| format!("link the new stub at {}", tmp.display()))?;
+    if let Err(e) = fs::rename(&tmp, dst) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("rename {} to {}", tmp.display(), dst.display()));
+    }
+    Ok(())
 }
 
 fn make_symlink(target: &Path, dst: &Path, force: bool) -> Result<()> {

@@ -3,13 +3,26 @@
 //! events.  SRC (positional, or `--source`) is a local directory or an
 //! `http://` URL fetched with range requests (see [`hsm::source`]).
 //!
-//! * Marks: one inode mark per stub (a regular file under DST with the
-//!   `user.hsm.stub` xattr that is not yet fully populated), with
-//!   `FAN_PRE_ACCESS` (`--mode mmap`: mainline's whole-range event at mmap
-//!   time) or `FAN_PRE_ACCESS | FAN_PRE_FAULT` (`--mode fault`, default: an
-//!   event per page-cache miss at fault time).  Inode marks leave SRC
-//!   unwatched even when it shares DST's filesystem, and a file's mark is
-//!   removed once it is complete, so it costs nothing afterwards.
+//! * Marks: one filesystem mark on DST's filesystem, with `FAN_PRE_ACCESS`
+//!   (`--mode mmap`: mainline's whole-range event at mmap time) or
+//!   `FAN_PRE_ACCESS | FAN_PRE_FAULT` (`--mode fault`, default: an event per
+//!   page-cache miss at fault time).  Nothing is walked at start-up, and a
+//!   stub created later (`hsm-populate` into a running daemon's DST) is
+//!   served like the others.  A file that is not an incomplete stub (no
+//!   `user.hsm.stub` xattr: complete, or never a stub, in DST or anywhere
+//!   else on the filesystem) gets its first event answered at once and an
+//!   inode ignore mark for the mask (`FAN_MARK_IGNORE`, evictable), so it
+//!   costs nothing afterwards and, in fault mode, leaves fault-time mode
+//!   from its next open on (an inode evicted from memory loses the ignore
+//!   mark: its next open costs one event again).  A stub reached by a path
+//!   outside DST (a hard link, another mount) is denied with EIO, never
+//!   read as holes.  One daemon per filesystem.
+//! * The daemon's own accesses never wait on it: fills and evictions go
+//!   through descriptors that generate no events (the event's, or one
+//!   under an ignore mark); its other accesses to the filesystem (a SRC or
+//!   `--state` file on DST's filesystem) have their events answered at once
+//!   by the thread that reads events (by the event's pid), never queued
+//!   behind a worker that may be the one waiting.
 //! * Events: the event's file is mapped to SRC by its path relative to DST
 //!   (`readlink /proc/self/fd/N`); the requested range, widened to
 //!   `--fill-size` boundaries (pages by default) and clamped to the stub's
@@ -36,7 +49,20 @@
 //!   (`--state PATH`), so a restarted daemon never fetches them again.  If a
 //!   file's range list would exceed 2 KiB, the smallest gaps are fetched too
 //!   until it fits.  A complete file loses its `user.hsm.stub` xattr, its
-//!   state and its mark.
+//!   state, and is ignored from then on.
+//! * Eviction (`--control SOCKET`, driven by `hsm-evict`): drops the content
+//!   of a file or range that nothing uses, so that the next access fetches
+//!   it again.  A file in use is skipped: eviction holds a write lease
+//!   (`F_SETLEASE F_WRLCK`), which the kernel grants only while no other
+//!   open file description of the inode exists (open, mapped or executing,
+//!   the daemon's own event descriptors included), and which makes every
+//!   open or truncate by another process wait until it is released.  Under
+//!   the per-file lock, the state first loses the range (a crash then
+//!   refetches, never serves a hole as filled), the lease is taken (if it is
+//!   refused, the state is put back and the reply is `busy`), the range is
+//!   punched out (`FALLOC_FL_PUNCH_HOLE`, under an ignore mark so the punch
+//!   sends no event to the daemon itself), the ignore mark is dropped (a
+//!   complete file is a stub again) and the lease released.
 //! * Workers: events are handled by a pool of threads; events of one file
 //!   are serialised by a per-file lock, so a range asked for twice is
 //!   fetched once; different files are filled in parallel.  Each worker has
@@ -50,16 +76,18 @@ use hsm::ranges::{fill_span, RangeSet};
 use hsm::source::{open_source, Fetcher, HttpConfig, Source};
 use hsm::stats::Counters;
 use hsm::util::parse_fill_size;
-use hsm::{state, xattr, EXIT_UNSUPPORTED, PAGE, POPULATED_XATTR, STUB_XATTR};
+use hsm::{control, state, xattr, EXIT_UNSUPPORTED, PAGE, POPULATED_XATTR, STUB_XATTR};
 use nix::errno::Errno;
+use nix::fcntl::{FallocateFlags, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{mpsc, Arc, Mutex};
@@ -70,10 +98,10 @@ use std::time::{Duration, Instant};
     name = "hsm-serve",
     override_usage = "hsm-serve [OPTIONS] SRC DST\n       hsm-serve [OPTIONS] --source DIR|URL DST",
     about = "Fill HSM stubs under DST from SRC on fanotify pre-content events",
-    after_help = "Prints 'ready: marked=N complete=N ...' on stdout once its marks are in place, \
-                  and a 'stats: events=N fetched_bytes=N files_completed=N errors=N duplicates=N \
-                  max_parallel=N p50_us=N p90_us=N p99_us=N max_us=N' line on SIGUSR1 and on exit (SIGINT, \
-                  SIGTERM).\n\
+    after_help = "Prints 'ready: mark=filesystem mode=... control=...' on stdout once its mark is in \
+                  place, and a 'stats: events=N fetched_bytes=N files_completed=N errors=N duplicates=N \
+                  ignored=N own=N evicted_files=N evicted_bytes=N evict_busy=N max_parallel=N \
+                  p50_us=N p90_us=N p99_us=N max_us=N' line on SIGUSR1 and on exit (SIGINT, SIGTERM).\n\
                   Exit status: 0 after SIGINT/SIGTERM; 1 error; 2 bad usage; 3 the kernel or \
                   filesystem lacks the needed fanotify feature (e.g. FAN_PRE_FAULT)."
 )]
@@ -122,6 +150,10 @@ struct Cli {
     /// Skip the fdatasync of each fill before its state is recorded.
     #[arg(long)]
     no_sync: bool,
+    /// Listen on this Unix socket for eviction requests (`hsm-evict`).  An
+    /// existing socket there is replaced; any other file is an error.
+    #[arg(long, value_name = "SOCKET")]
+    control: Option<PathBuf>,
     /// Log every event to stderr.
     #[arg(short, long)]
     verbose: bool,
@@ -247,6 +279,8 @@ struct Daemon {
     mask: u64,
     store: Store,
     counters: Counters,
+    /// Our own pid (the events' pid is the accessing process's tgid).
+    pid: i32,
     /// Per-file locks, by (st_dev, st_ino).
     locks: Mutex<HashMap<FileKey, Arc<Mutex<()>>>>,
     delay: Duration,
@@ -317,7 +351,13 @@ fn run(cli: Cli) -> Result<()> {
     for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGUSR1] {
         sigs.add(s);
     }
-    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&sigs), None)
+    // SIGIO too, which is not read: the kernel sends it to a lease holder
+    // when another process opens the file (eviction holds a lease only
+    // briefly and releases it without being told), and its default action
+    // would end the daemon.
+    let mut blocked = sigs;
+    blocked.add(Signal::SIGIO);
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&blocked), None)
         .context("block signals")?;
     let sfd = SignalFd::with_flags(&sigs, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .context("signalfd")?;
@@ -329,13 +369,26 @@ fn run(cli: Cli) -> Result<()> {
         mask,
         store,
         counters: Counters::default(),
+        pid: std::process::id() as i32,
         locks: Mutex::new(HashMap::new()),
         delay: Duration::from_millis(cli.fetch_delay_ms),
         fill: cli.fill_size,
         sync: !cli.no_sync,
         verbose: cli.verbose,
     });
-    let (marked, complete) = d.mark_tree(cli.mode)?;
+    d.mark_filesystem(cli.mode)?;
+    let control = match &cli.control {
+        Some(p) => {
+            let l = bind_control(p)?;
+            let d = d.clone();
+            std::thread::Builder::new()
+                .name("hsm-control".into())
+                .spawn(move || d.control_loop(l))
+                .context("spawn the control thread")?;
+            p.display().to_string()
+        }
+        None => "none".into(),
+    };
 
     let (tx, rx) = mpsc::channel::<(Event, Instant)>();
     let rx = Arc::new(Mutex::new(rx));
@@ -360,7 +413,7 @@ fn run(cli: Cli) -> Result<()> {
         .collect::<Result<_>>()?;
 
     println!(
-        "ready: marked={marked} complete={complete} mode={} workers={} fill_size={} state={} dst={}",
+        "ready: mark=filesystem mode={} workers={} fill_size={} state={} control={control} dst={}",
         match cli.mode {
             Mode::Fault => "fault",
             Mode::Mmap => "mmap",
@@ -377,6 +430,9 @@ fn run(cli: Cli) -> Result<()> {
     for w in workers {
         let _ = w.join();
     }
+    if let Some(p) = &cli.control {
+        let _ = std::fs::remove_file(p);
+    }
     eprintln!("hsm-serve: exiting on {why:?}");
     println!("{}", d.counters.line());
     flush();
@@ -388,60 +444,26 @@ fn flush() {
 }
 
 impl Daemon {
-    /// Mark every incomplete stub under DST; finish complete ones.  Returns
-    /// (marked, found complete).
-    fn mark_tree(&self, mode: Mode) -> Result<(u64, u64)> {
-        let mut marked = 0;
-        let mut complete = 0;
-        let mut stack = vec![self.dst.clone()];
-        while let Some(p) = stack.pop() {
-            let m =
-                std::fs::symlink_metadata(&p).with_context(|| format!("stat {}", p.display()))?;
-            if m.is_dir() {
-                for e in std::fs::read_dir(&p).with_context(|| format!("read {}", p.display()))? {
-                    stack.push(e.with_context(|| format!("read {}", p.display()))?.path());
-                }
-                continue;
-            }
-            if !m.is_file() {
-                continue;
-            }
-            let Some(stub) = xattr::lget(&p, STUB_XATTR)
-                .with_context(|| format!("read {STUB_XATTR} of {}", p.display()))?
-            else {
-                continue;
-            };
-            let stub_size = parse_stub(&stub, &p)?;
-            let rel = self.rel(&p)?;
-            // Opened before any mark exists on it: no event.
-            let f = File::open(&p).with_context(|| format!("open {}", p.display()))?;
-            let ranges = self.store.load(f.as_fd(), &rel)?;
-            if ranges.covers(0, m.len().min(stub_size)) {
-                self.finish(f.as_fd(), &rel)?;
-                complete += 1;
-                continue;
-            }
-            drop(f);
-            self.group
-                .mark(FAN_MARK_ADD | FAN_MARK_DONT_FOLLOW, self.mask, &p)
-                .map_err(|e| match e.errno() {
-                    Some(Errno::EINVAL) if mode == Mode::Fault => anyhow!(Unsupported(format!(
-                        "{e}: this kernel rejects FAN_PRE_FAULT (no fault-time pre-content \
-                         events); use --mode mmap"
-                    ))),
-                    Some(Errno::EINVAL) => anyhow!(Unsupported(format!(
-                        "{e}: this kernel rejects FAN_PRE_ACCESS (no pre-content events)"
-                    ))),
-                    Some(Errno::EOPNOTSUPP) => anyhow!(Unsupported(format!(
-                        "{e}: the filesystem of {} does not allow pre-content marks \
-                         (ext4, xfs and btrfs do)",
-                        p.display()
-                    ))),
-                    _ => anyhow!("{e}"),
-                })?;
-            marked += 1;
-        }
-        Ok((marked, complete))
+    /// The filesystem mark on DST's filesystem.
+    fn mark_filesystem(&self, mode: Mode) -> Result<()> {
+        let dst = &self.dst;
+        self.group
+            .mark(FAN_MARK_ADD | FAN_MARK_FILESYSTEM, self.mask, dst)
+            .map_err(|e| match e.errno() {
+                Some(Errno::EINVAL) if mode == Mode::Fault => anyhow!(Unsupported(format!(
+                    "{e}: this kernel rejects FAN_PRE_FAULT (no fault-time pre-content \
+                     events); use --mode mmap"
+                ))),
+                Some(Errno::EINVAL) => anyhow!(Unsupported(format!(
+                    "{e}: this kernel rejects FAN_PRE_ACCESS (no pre-content events)"
+                ))),
+                Some(Errno::EOPNOTSUPP) => anyhow!(Unsupported(format!(
+                    "{e}: the filesystem of {} does not allow pre-content marks \
+                     (ext4, xfs and btrfs do)",
+                    dst.display()
+                ))),
+                _ => anyhow!("{e}"),
+            })
     }
 
     /// Wait for events and signals.  Returns the signal that ended it.
@@ -477,13 +499,63 @@ impl Daemon {
                         eprintln!("hsm-serve: fanotify queue overflow");
                         Counters::add(&self.counters.errors, 1);
                     }
-                    if ev.needs_response() {
+                    if !ev.needs_response() {
+                        continue;
+                    }
+                    if ev.pid == self.pid {
+                        self.answer_own(ev);
+                    } else {
                         tx.send((ev, t0))
                             .map_err(|_| anyhow!("all workers are gone"))?;
                     }
                 }
             }
         }
+    }
+
+    /// Answer an event of the daemon's own access at once: a worker may be
+    /// waiting for it (a fill reading SRC, a state file write on DST's
+    /// filesystem).  A file that is not a stub is ignored from now on; a
+    /// stub is never accessed but through event descriptors, so an event
+    /// of one is a bug, allowed (the daemon would wait on itself) and
+    /// counted as an error.
+    fn answer_own(&self, ev: Event) {
+        let Some(fd) = ev.fd.as_ref() else { return };
+        Counters::add(&self.counters.own, 1);
+        match xattr::fget(fd.as_fd(), STUB_XATTR) {
+            Ok(None) => {
+                if let Err(e) = self.ignore(fd.as_fd()) {
+                    eprintln!("hsm-serve: {e:#}");
+                }
+            }
+            Ok(Some(_)) => {
+                let p = ev.path().unwrap_or_default();
+                eprintln!(
+                    "hsm-serve: own access to the stub {} (allowed)",
+                    p.display()
+                );
+                Counters::add(&self.counters.errors, 1);
+            }
+            Err(e) => eprintln!("hsm-serve: read {STUB_XATTR} (own access): {e}"),
+        }
+        if let Err(e) = self.group.respond(fd.as_fd(), Response::Allow) {
+            eprintln!("hsm-serve: {e}");
+            Counters::add(&self.counters.errors, 1);
+        }
+    }
+
+    /// Ignore the file of `fd` from now on (it is not an incomplete stub):
+    /// an evictable inode ignore mark for the whole mask.
+    fn ignore(&self, fd: BorrowedFd<'_>) -> Result<()> {
+        self.group
+            .mark_fd(
+                FAN_MARK_ADD | FAN_MARK_IGNORE_SURV | FAN_MARK_EVICTABLE,
+                self.mask,
+                fd,
+                None,
+            )
+            .map_err(|e| anyhow!("{e}"))
+            .context("ignore mark")
     }
 
     /// Answer one permission event.
@@ -530,22 +602,34 @@ impl Daemon {
         let Some(stub) = xattr::fget(fd, STUB_XATTR)
             .with_context(|| format!("read {STUB_XATTR} of {}", path.display()))?
         else {
-            // Not (or no longer) a stub: completed while this was queued.
+            // Not (or no longer) a stub: complete (perhaps while this was
+            // queued), or never one.
+            Counters::add(&self.counters.ignored, 1);
+            return self.ignore(fd);
+        };
+        let stub_size = parse_stub(&stub, &path)?;
+        let limit = (st.st_size as u64).min(stub_size);
+        let span = match ev.range() {
+            Some(r) => fill_span(r.offset, r.count, PAGE, self.fill, limit),
+            None => (limit > 0).then_some((0, limit)),
+        };
+        let Some(span) = span else {
+            // Nothing of the stub's content: past its end, or a truncate
+            // (hsm-populate sizing a new stub, which has no name yet).
             Counters::add(&self.counters.duplicates, 1);
             return Ok(());
         };
         if path.to_string_lossy().ends_with(" (deleted)") {
             bail!("{} was deleted", path.display());
         }
-        let stub_size = parse_stub(&stub, &path)?;
-        let rel = self.rel(&path)?;
-        let limit = (st.st_size as u64).min(stub_size);
+        let rel = self
+            .rel(&path)
+            .context("a stub reached outside DST (a hard link, another mount)")?;
+        // A stub being created has its tag before its size (hsm-populate):
+        // it is complete only at its full size.
+        let whole = st.st_size as u64 == stub_size;
         let mut ranges = self.store.load(fd, &rel)?;
-        let span = match ev.range() {
-            Some(r) => fill_span(r.offset, r.count, PAGE, self.fill, limit),
-            None => (limit > 0).then_some((0, limit)),
-        };
-        let missing = span.map_or_else(Vec::new, |(s, e)| ranges.missing(s, e));
+        let missing = ranges.missing(span.0, span.1);
         let mut fetched = 0;
         let res = if missing.is_empty() {
             Counters::add(&self.counters.duplicates, 1);
@@ -562,18 +646,18 @@ impl Daemon {
             );
         }
         Counters::add(&self.counters.fetched_bytes, fetched);
-        if fetched > 0 {
-            if self.sync {
-                nix::unistd::fdatasync(fd.as_raw_fd())
-                    .with_context(|| format!("fdatasync {}", path.display()))?;
-            }
-            if ranges.covers(0, limit) {
-                self.finish(fd, &rel)?;
-                Counters::add(&self.counters.files_completed, 1);
-                lock(&self.locks).remove(&key);
-            } else {
-                self.store.save(fd, &rel, &ranges)?;
-            }
+        if fetched > 0 && self.sync {
+            nix::unistd::fdatasync(fd.as_raw_fd())
+                .with_context(|| format!("fdatasync {}", path.display()))?;
+        }
+        if whole && ranges.covers(0, stub_size) {
+            // Also when nothing was fetched: filled by an earlier daemon
+            // that stopped before it could finish the file.
+            self.finish(fd, &rel)?;
+            Counters::add(&self.counters.files_completed, 1);
+            lock(&self.locks).remove(&key);
+        } else if fetched > 0 {
+            self.store.save(fd, &rel, &ranges)?;
         }
         res
     }
@@ -612,22 +696,228 @@ impl Daemon {
         Ok(())
     }
 
-    /// A complete file: no longer a stub, no state, no mark.
+    /// A complete file: no longer a stub, no state, ignored from now on.
     fn finish(&self, fd: BorrowedFd<'_>, rel: &Path) -> Result<()> {
         xattr::fremove(fd, STUB_XATTR)
             .with_context(|| format!("remove {STUB_XATTR} of {}", rel.display()))?;
         self.store.forget(fd, rel)?;
-        // ENOENT: never marked (found complete at start-up) or removed.
-        match self.group.mark_fd(FAN_MARK_REMOVE, self.mask, fd, None) {
-            Err(e) if e.errno() != Some(Errno::ENOENT) => {
-                return Err(anyhow!("{e}")).context(format!("unmark {}", rel.display()))
-            }
-            _ => {}
-        }
+        self.ignore(fd)
+            .with_context(|| format!("complete file {}", rel.display()))?;
         if self.verbose {
             eprintln!("hsm-serve: {} complete", rel.display());
         }
         Ok(())
+    }
+}
+
+/// What an eviction did.
+enum Evicted {
+    /// Dropped this many populated bytes.
+    Bytes(u64),
+    /// The file is in use: nothing changed.
+    Busy,
+}
+
+/// The control socket at `p`: an old socket there is replaced.
+fn bind_control(p: &Path) -> Result<UnixListener> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(p)
+            .with_context(|| format!("remove the old socket {}", p.display()))?,
+        Ok(_) => bail!("--control {}: exists and is not a socket", p.display()),
+        Err(_) => {}
+    }
+    UnixListener::bind(p).with_context(|| format!("--control {}: bind", p.display()))
+}
+
+impl Daemon {
+    /// Serve the control socket, one connection at a time.
+    fn control_loop(&self, l: UnixListener) {
+        let mut fetcher = self.source.fetcher();
+        for conn in l.incoming() {
+            match conn {
+                Ok(c) => {
+                    if let Err(e) = self.control_conn(&mut *fetcher, c) {
+                        eprintln!("hsm-serve: control connection: {e:#}");
+                    }
+                }
+                Err(e) => {
+                    eprintln!("hsm-serve: control socket: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+
+    fn control_conn(&self, fetcher: &mut dyn Fetcher, c: UnixStream) -> Result<()> {
+        let mut out = c.try_clone().context("clone the connection")?;
+        for line in BufReader::new(c).lines() {
+            let line = line.context("read a request")?;
+            let reply = match control::Evict::parse(&line) {
+                Err(e) => control::Reply::Error(format!("{e:#}")),
+                Ok(r) => match self.evict(fetcher, &r) {
+                    Ok(Evicted::Bytes(n)) => control::Reply::Evicted(n),
+                    Ok(Evicted::Busy) => {
+                        Counters::add(&self.counters.evict_busy, 1);
+                        control::Reply::Busy
+                    }
+                    Err(e) => {
+                        Counters::add(&self.counters.errors, 1);
+                        control::Reply::Error(format!("{e:#}"))
+                    }
+                },
+            };
+            if self.verbose {
+                eprintln!("hsm-serve: control: {line} -> {}", reply.encode());
+            }
+            writeln!(out, "{}", reply.encode()).context("write a reply")?;
+        }
+        Ok(())
+    }
+
+    /// Drop the populated content of `r`'s range of its file, widened to
+    /// whole pages (see the module documentation for the order of steps).
+    fn evict(&self, fetcher: &mut dyn Fetcher, r: &control::Evict) -> Result<Evicted> {
+        let path =
+            std::fs::canonicalize(&r.path).with_context(|| format!("{}", r.path.display()))?;
+        let rel = self.rel(&path)?;
+        let f = match nix::fcntl::open(
+            &path,
+            OFlag::O_RDWR | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        ) {
+            // Executing (ETXTBSY), or leased by someone else.
+            Err(Errno::ETXTBSY | Errno::EWOULDBLOCK) => return Ok(Evicted::Busy),
+            Err(e) => return Err(e).with_context(|| format!("open {}", path.display())),
+            // SAFETY: open(2) returned a new descriptor that nothing else owns.
+            Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
+        };
+        let fd = f.as_fd();
+        let st = nix::sys::stat::fstat(fd.as_raw_fd()).context("fstat")?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            bail!("{} is not a regular file", path.display());
+        }
+        let size = st.st_size as u64;
+        let flock = self.file_lock((st.st_dev, st.st_ino));
+        let _guard = lock(&flock);
+        let stub = xattr::fget(fd, STUB_XATTR)
+            .with_context(|| format!("read {STUB_XATTR} of {}", path.display()))?;
+        let complete = stub.is_none();
+        let old = match &stub {
+            Some(v) => {
+                let stub_size = parse_stub(v, &path)?;
+                if stub_size != size {
+                    bail!(
+                        "{} is {size} bytes, its {STUB_XATTR} says {stub_size}: being created?",
+                        path.display()
+                    );
+                }
+                self.store.load(fd, &rel)?
+            }
+            None => {
+                // Only what the source can give back.
+                if size > 0 {
+                    let tail = fetcher.read_at(&rel, size - 1, 2).with_context(|| {
+                        format!(
+                            "{}: not evicted, the source cannot give it back",
+                            rel.display()
+                        )
+                    })?;
+                    if tail.len() != 1 {
+                        bail!(
+                            "{}: not evicted, the source's copy is not {size} bytes",
+                            rel.display()
+                        );
+                    }
+                }
+                let mut all = RangeSet::new();
+                all.insert(0, size);
+                all
+            }
+        };
+        let start = r.start / PAGE * PAGE;
+        let end = r.end.unwrap_or(size).min(size);
+        let end = end.div_ceil(PAGE).saturating_mul(PAGE).min(size);
+        let mut new = old.clone();
+        let dropped = new.remove(start, end);
+        if dropped == 0 {
+            return Ok(Evicted::Bytes(0));
+        }
+        // 1. The state loses the range.
+        if complete {
+            xattr::fset(fd, STUB_XATTR, size.to_string().as_bytes())
+                .with_context(|| format!("set {STUB_XATTR} of {}", rel.display()))?;
+        }
+        self.save_ranges(fd, &rel, &new)?;
+        // 2. The lease: no one else has the file, and no one can open it
+        //    until it is released.
+        // SAFETY: fcntl(2) on a descriptor we own, with an integer argument.
+        let ret = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETLEASE, libc::F_WRLCK) };
+        if let Err(e) = Errno::result(ret) {
+            let undo = if complete {
+                self.store
+                    .forget(fd, &rel)
+                    .and_then(|()| xattr::fremove(fd, STUB_XATTR).context("remove the tag"))
+            } else {
+                self.save_ranges(fd, &rel, &old)
+            };
+            undo.with_context(|| format!("{}: put the state back", rel.display()))?;
+            return match e {
+                Errno::EAGAIN | Errno::EBUSY => Ok(Evicted::Busy),
+                e => Err(e).context("F_SETLEASE F_WRLCK"),
+            };
+        }
+        // 3. Punch, with our own event ignored, then drop the ignore mark.
+        let punched = self.punch_ignored(fd, start, end);
+        // SAFETY: as above.
+        let ret = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETLEASE, libc::F_UNLCK) };
+        let unlocked = Errno::result(ret).context("F_SETLEASE F_UNLCK");
+        punched.with_context(|| format!("punch {start}-{end} of {}", rel.display()))?;
+        unlocked?;
+        Counters::add(&self.counters.evicted_files, 1);
+        Counters::add(&self.counters.evicted_bytes, dropped);
+        Ok(Evicted::Bytes(dropped))
+    }
+
+    /// Punch `[start, end)` out of `fd`'s file under an ignore mark for
+    /// FAN_PRE_ACCESS (fallocate(2) sends one), leaving the file with no
+    /// ignore mark: a complete file's mark also ignores FAN_PRE_FAULT,
+    /// which goes first, so the file is in fault-time mode again from its
+    /// next open.
+    fn punch_ignored(&self, fd: BorrowedFd<'_>, start: u64, end: u64) -> Result<()> {
+        let ign = |flags: u32, mask: u64| {
+            self.group
+                .mark_fd(flags, mask, fd, None)
+                .map_err(|e| anyhow!("{e}"))
+        };
+        ign(
+            FAN_MARK_ADD | FAN_MARK_IGNORE_SURV | FAN_MARK_EVICTABLE,
+            FAN_PRE_ACCESS,
+        )?;
+        let res = (|| {
+            if self.mask & FAN_PRE_FAULT != 0 {
+                ign(FAN_MARK_REMOVE | FAN_MARK_IGNORE, FAN_PRE_FAULT)?;
+            }
+            nix::fcntl::fallocate(
+                fd.as_raw_fd(),
+                FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
+                start as i64,
+                (end - start) as i64,
+            )
+            .context("fallocate")
+        })();
+        let removed = ign(FAN_MARK_REMOVE | FAN_MARK_IGNORE, FAN_PRE_ACCESS);
+        res?;
+        removed
+    }
+
+    /// Save a file's ranges; none left: forget it.
+    fn save_ranges(&self, fd: BorrowedFd<'_>, rel: &Path, r: &RangeSet) -> Result<()> {
+        if r.is_empty() {
+            self.store.forget(fd, rel)
+        } else {
+            self.store.save(fd, rel, r)
+        }
     }
 }
 

@@ -4,7 +4,9 @@
 //! index (see `hsm::pattern`), so a misplaced, stale or unfilled page is
 //! detected byte by byte.  `check FILE` verifies such a file (or a copy
 //! served by an HSM) with several threads in random page order, through a
-//! shared mapping and with pread(2).
+//! shared mapping and with pread(2).  `hold FILE --how read|write|map`
+//! keeps a file in use (open, or mapped with its descriptor closed) until
+//! its stdin closes, for tests of what an HSM does with files in use.
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -64,6 +66,22 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = Advice::Normal)]
         advice: Advice,
     },
+    /// Keep FILE in use: print "ready" once it is, then wait for stdin to
+    /// close.
+    Hold {
+        file: PathBuf,
+        /// read: open read-only; write: open read-write; map: map it
+        /// shared, read-only, and close the descriptor.
+        #[arg(long, value_enum)]
+        how: Hold,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Debug)]
+enum Hold {
+    Read,
+    Write,
+    Map,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Debug)]
@@ -108,6 +126,7 @@ fn main() -> ExitCode {
             seed,
             advice,
         } => check(&file, threads, via, pages, sample, seed, advice),
+        Cmd::Hold { file, how } => hold(&file, how).map(|()| true),
     };
     match res {
         Ok(true) => ExitCode::SUCCESS,
@@ -117,6 +136,35 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn hold(path: &Path, how: Hold) -> Result<()> {
+    use std::io::{Read, Write};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(how == Hold::Write)
+        .open(path)
+        .with_context(|| format!("open {}", path.display()))?;
+    let _map = match how {
+        Hold::Map => {
+            let len = f.metadata().context("fstat")?.len().max(1);
+            let m = Map::whole_ro(&f, len).with_context(|| format!("map {}", path.display()))?;
+            drop(f);
+            Some(m)
+        }
+        _ => {
+            // Kept open until the end of the function.
+            std::mem::forget(f);
+            None
+        }
+    };
+    println!("ready");
+    std::io::stdout().flush().context("write ready")?;
+    let mut sink = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut sink)
+        .context("wait for stdin to close")?;
+    Ok(())
 }
 
 fn create(path: &Path, size: u64) -> Result<()> {

@@ -112,11 +112,6 @@ fn serve(ctx: &Ctx, kind: SourceKind) {
         "fault",
         &["--workers", "4"],
     ));
-    tcheck!(
-        kv(&s.ready, "marked") == 4,
-        "{w}: ready line: {:?}",
-        s.ready
-    );
 
     for c in CASES {
         let before = s.stats();

@@ -4,6 +4,8 @@ use ltp::Test;
 
 mod freeze_util;
 mod hsm_complete;
+mod hsm_evict;
+mod hsm_fs_mark;
 mod hsm_http;
 mod hsm_http_bad_answer;
 mod hsm_http_down;
@@ -100,6 +102,8 @@ pub static ALL: &[Test] = &[
     hsm_restart::TEST,
     hsm_source_gone::TEST,
     hsm_complete::TEST,
+    hsm_fs_mark::TEST,
+    hsm_evict::TEST,
     hsm_state_compact::TEST,
     hsm_http_kill::TEST,
     hsm_http_down::TEST,
