@@ -2,7 +2,7 @@
 //!
 //! The line is `stats: events=N fetched_bytes=N files_completed=N errors=N
 //! duplicates=N ignored=N own=N evicted_files=N evicted_bytes=N
-//! evict_busy=N max_parallel=N p50_us=N p90_us=N p99_us=N max_us=N`
+//! evict_busy=N evict_leased=N max_parallel=N p50_us=N p90_us=N p99_us=N max_us=N`
 //! (`max_parallel`: most fetches in progress at once): space-separated
 //! `key=value` pairs after the `stats:` word, so scripts and tests can parse
 //! it with [`parse_line`].  Latencies are from reading an event to writing
@@ -118,6 +118,9 @@ pub struct Counters {
     pub evicted_files: AtomicU64,
     pub evicted_bytes: AtomicU64,
     pub evict_busy: AtomicU64,
+    /// 1 while an eviction holds its lease longer on purpose
+    /// (`--evict-hold-ms`, for tests).
+    pub evict_leased: AtomicU64,
     /// Fetches in progress now, and the most there have been at once.
     pub fetching: AtomicU64,
     pub max_parallel: AtomicU64,
@@ -154,7 +157,7 @@ impl Counters {
         format!(
             "stats: events={} fetched_bytes={} files_completed={} errors={} duplicates={} \
              ignored={} own={} evicted_files={} evicted_bytes={} evict_busy={} \
-             max_parallel={} p50_us={} p90_us={} p99_us={} max_us={}",
+             evict_leased={} max_parallel={} p50_us={} p90_us={} p99_us={} max_us={}",
             g(&self.events),
             g(&self.fetched_bytes),
             g(&self.files_completed),
@@ -165,6 +168,7 @@ impl Counters {
             g(&self.evicted_files),
             g(&self.evicted_bytes),
             g(&self.evict_busy),
+            g(&self.evict_leased),
             g(&self.max_parallel),
             h.percentile(50.0),
             h.percentile(90.0),

@@ -76,7 +76,9 @@ use hsm::ranges::{fill_span, RangeSet};
 use hsm::source::{open_source, Fetcher, HttpConfig, Source};
 use hsm::stats::Counters;
 use hsm::util::parse_fill_size;
-use hsm::{control, state, xattr, EXIT_UNSUPPORTED, PAGE, POPULATED_XATTR, STUB_XATTR};
+use hsm::{
+    control, state, xattr, EXIT_UNSUPPORTED, FILLED_MTIME_XATTR, PAGE, POPULATED_XATTR, STUB_XATTR,
+};
 use nix::errno::Errno;
 use nix::fcntl::{FallocateFlags, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -90,6 +92,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -147,13 +150,27 @@ struct Cli {
     /// suffixes K, M.
     #[arg(long, value_name = "SIZE", default_value = "4K", value_parser = parse_fill_size)]
     fill_size: u64,
-    /// Skip the fdatasync of each fill before its state is recorded.
+    /// Skip the fdatasync of each fill.  The ranges filled are then kept
+    /// in memory only (a crash could lose the data, and recorded state must
+    /// never claim unsynced data): a restarted daemon fetches them again.
+    /// A file is still synced once, before it is recorded complete.
     #[arg(long)]
     no_sync: bool,
     /// Listen on this Unix socket for eviction requests (`hsm-evict`).  An
     /// existing socket there is replaced; any other file is an error.
     #[arg(long, value_name = "SOCKET")]
     control: Option<PathBuf>,
+    /// Testing: keep each eviction's lease this long after the punch, so a
+    /// test can show that an open waits for the eviction (stats:
+    /// evict_leased=1 meanwhile).
+    #[arg(long, value_name = "MS", default_value_t = 0, hide = true)]
+    evict_hold_ms: u64,
+    /// Start in fault mode even if other processes have regular files of
+    /// DST's filesystem open or mapped (see "Marks" in the README: those
+    /// opened before the mark cannot read what is not cached once the file
+    /// is in fault-time mode).
+    #[arg(long)]
+    shared_fs: bool,
     /// Log every event to stderr.
     #[arg(short, long)]
     verbose: bool,
@@ -262,7 +279,16 @@ fn write_state_file(path: &Path, m: &BTreeMap<PathBuf, RangeSet>) -> Result<()> 
         .and_then(|()| f.sync_all())
         .with_context(|| format!("write {}", tmp.display()))?;
     std::fs::rename(&tmp, path)
-        .with_context(|| format!("rename {} to {}", tmp.display(), path.display()))
+        .with_context(|| format!("rename {} to {}", tmp.display(), path.display()))?;
+    // The rename itself must be durable before what relies on it (an
+    // eviction punches only after its state is).
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("fsync {}", dir.display()))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -287,6 +313,11 @@ struct Daemon {
     /// `--fill-size`: fills are widened to multiples of this.
     fill: u64,
     sync: bool,
+    /// With --no-sync: the ranges filled since the start, by file (the
+    /// store holds only synced ones).
+    unsynced: Mutex<HashMap<FileKey, RangeSet>>,
+    /// --evict-hold-ms.
+    evict_hold: Duration,
     verbose: bool,
 }
 
@@ -374,8 +405,13 @@ fn run(cli: Cli) -> Result<()> {
         delay: Duration::from_millis(cli.fetch_delay_ms),
         fill: cli.fill_size,
         sync: !cli.no_sync,
+        unsynced: Mutex::new(HashMap::new()),
+        evict_hold: Duration::from_millis(cli.evict_hold_ms),
         verbose: cli.verbose,
     });
+    if cli.mode == Mode::Fault && !cli.shared_fs {
+        check_unused(&d.dst)?;
+    }
     d.mark_filesystem(cli.mode)?;
     let control = match &cli.control {
         Some(p) => {
@@ -489,7 +525,20 @@ impl Daemon {
                 }
             }
             loop {
-                let events = self.group.read_events().context("read fanotify events")?;
+                let events = match self.group.read_events() {
+                    Ok(ev) => ev,
+                    // Not the group's end: e.g. no descriptor left for an
+                    // event's file (EMFILE, ENFILE: the kernel denies that
+                    // event) or a record it could not parse (its events
+                    // are denied).  Keep serving the others.
+                    Err(e) if !matches!(e.errno(), Some(Errno::EBADF | Errno::EINVAL)) => {
+                        eprintln!("hsm-serve: read fanotify events: {e} (continuing)");
+                        Counters::add(&self.counters.errors, 1);
+                        std::thread::sleep(Duration::from_millis(10));
+                        break;
+                    }
+                    Err(e) => return Err(e).context("read fanotify events"),
+                };
                 if events.is_empty() {
                     break;
                 }
@@ -502,9 +551,7 @@ impl Daemon {
                     if !ev.needs_response() {
                         continue;
                     }
-                    if ev.pid == self.pid {
-                        self.answer_own(ev);
-                    } else {
+                    if !self.answer_inline(&ev, t0) {
                         tx.send((ev, t0))
                             .map_err(|_| anyhow!("all workers are gone"))?;
                     }
@@ -513,22 +560,35 @@ impl Daemon {
         }
     }
 
-    /// Answer an event of the daemon's own access at once: a worker may be
-    /// waiting for it (a fill reading SRC, a state file write on DST's
-    /// filesystem).  A file that is not a stub is ignored from now on; a
-    /// stub is never accessed but through event descriptors, so an event
-    /// of one is a bug, allowed (the daemon would wait on itself) and
-    /// counted as an error.
-    fn answer_own(&self, ev: Event) {
-        let Some(fd) = ev.fd.as_ref() else { return };
-        Counters::add(&self.counters.own, 1);
-        match xattr::fget(fd.as_fd(), STUB_XATTR) {
-            Ok(None) => {
-                if let Err(e) = self.ignore(fd.as_fd()) {
-                    eprintln!("hsm-serve: {e:#}");
-                }
+    /// Answer at once, in the thread that reads events, what needs no
+    /// fill: the event of a file that is not a stub (which is ignored from
+    /// now on), and every event of the daemon's own accesses (a fill reading
+    /// SRC, a state file write on DST's filesystem: a worker may be the one
+    /// waiting for it).  A stub is never accessed by the daemon but through
+    /// event descriptors, so its own event of a stub is a bug: allowed (it
+    /// would wait on itself) and counted as an error.  Returns false for an
+    /// event of a stub, for the workers.
+    fn answer_inline(&self, ev: &Event, t0: Instant) -> bool {
+        let Some(fd) = ev.fd.as_ref() else {
+            return true;
+        };
+        let own = ev.pid == self.pid;
+        let stub = match xattr::fget(fd.as_fd(), STUB_XATTR) {
+            Ok(v) => v.is_some(),
+            // A worker fails it again, and denies it.
+            Err(_) if !own => return false,
+            Err(e) => {
+                eprintln!("hsm-serve: read {STUB_XATTR} (own access): {e}");
+                Counters::add(&self.counters.errors, 1);
+                true
             }
-            Ok(Some(_)) => {
+        };
+        if stub && !own {
+            return false;
+        }
+        if own {
+            Counters::add(&self.counters.own, 1);
+            if stub {
                 let p = ev.path().unwrap_or_default();
                 eprintln!(
                     "hsm-serve: own access to the stub {} (allowed)",
@@ -536,12 +596,25 @@ impl Daemon {
                 );
                 Counters::add(&self.counters.errors, 1);
             }
-            Err(e) => eprintln!("hsm-serve: read {STUB_XATTR} (own access): {e}"),
+        } else {
+            Counters::add(&self.counters.events, 1);
+            Counters::add(&self.counters.ignored, 1);
+        }
+        if !stub {
+            if let Err(e) = self.ignore(fd.as_fd()) {
+                eprintln!("hsm-serve: {e:#}");
+                Counters::add(&self.counters.errors, 1);
+            }
+        }
+        if !own {
+            self.counters
+                .record_latency(t0.elapsed().as_micros() as u64);
         }
         if let Err(e) = self.group.respond(fd.as_fd(), Response::Allow) {
             eprintln!("hsm-serve: {e}");
             Counters::add(&self.counters.errors, 1);
         }
+        true
     }
 
     /// Ignore the file of `fd` from now on (it is not an incomplete stub):
@@ -588,8 +661,22 @@ impl Daemon {
             .map_err(|_| anyhow!("{} is not under {}", p.display(), self.dst.display()))
     }
 
+    /// The lock of one file (made on first use).  Give it back with
+    /// [`Daemon::drop_lock`] when the file needs none any more.
     fn file_lock(&self, key: FileKey) -> Arc<Mutex<()>> {
         lock(&self.locks).entry(key).or_default().clone()
+    }
+
+    /// Forget the lock of a file that is complete or not a stub, unless
+    /// another thread holds or waits for it (then it is still in use, and a
+    /// new lock made now would not exclude that thread).  `held` is the
+    /// caller's own reference.
+    fn drop_lock(&self, key: FileKey, held: &Arc<Mutex<()>>) {
+        let mut m = lock(&self.locks);
+        // The map's reference and the caller's.
+        if Arc::strong_count(held) == 2 {
+            m.remove(&key);
+        }
     }
 
     /// Fill what the event asks for.  Err: deny it.
@@ -605,6 +692,7 @@ impl Daemon {
             // Not (or no longer) a stub: complete (perhaps while this was
             // queued), or never one.
             Counters::add(&self.counters.ignored, 1);
+            self.drop_lock(key, &flock);
             return self.ignore(fd);
         };
         let stub_size = parse_stub(&stub, &path)?;
@@ -628,7 +716,7 @@ impl Daemon {
         // A stub being created has its tag before its size (hsm-populate):
         // it is complete only at its full size.
         let whole = st.st_size as u64 == stub_size;
-        let mut ranges = self.store.load(fd, &rel)?;
+        let mut ranges = self.load_ranges(key, fd, &rel)?;
         let missing = ranges.missing(span.0, span.1);
         let mut fetched = 0;
         let res = if missing.is_empty() {
@@ -653,11 +741,16 @@ impl Daemon {
         if whole && ranges.covers(0, stub_size) {
             // Also when nothing was fetched: filled by an earlier daemon
             // that stopped before it could finish the file.
-            self.finish(fd, &rel)?;
+            if !self.sync {
+                nix::unistd::fdatasync(fd.as_raw_fd())
+                    .with_context(|| format!("fdatasync {}", path.display()))?;
+            }
+            self.finish(key, fd, &rel)?;
             Counters::add(&self.counters.files_completed, 1);
-            lock(&self.locks).remove(&key);
+            self.drop_lock(key, &flock);
         } else if fetched > 0 {
-            self.store.save(fd, &rel, &ranges)?;
+            self.save_filled(key, fd, &rel, &ranges)?;
+            self.record_mtime(fd)?;
         }
         res
     }
@@ -696,11 +789,39 @@ impl Daemon {
         Ok(())
     }
 
-    /// A complete file: no longer a stub, no state, ignored from now on.
-    fn finish(&self, fd: BorrowedFd<'_>, rel: &Path) -> Result<()> {
+    /// The populated ranges of a stub: the store's, or with --no-sync
+    /// what this daemon filled (which includes them).
+    fn load_ranges(&self, key: FileKey, fd: BorrowedFd<'_>, rel: &Path) -> Result<RangeSet> {
+        if let Some(r) = lock(&self.unsynced).get(&key) {
+            return Ok(r.clone());
+        }
+        self.store.load(fd, rel)
+    }
+
+    /// Record a fill: in the store once synced; with --no-sync in memory.
+    fn save_filled(
+        &self,
+        key: FileKey,
+        fd: BorrowedFd<'_>,
+        rel: &Path,
+        r: &RangeSet,
+    ) -> Result<()> {
+        if self.sync {
+            self.store.save(fd, rel, r)
+        } else {
+            lock(&self.unsynced).insert(key, r.clone());
+            Ok(())
+        }
+    }
+
+    /// A complete file (synced): no longer a stub, no state, ignored from
+    /// now on.
+    fn finish(&self, key: FileKey, fd: BorrowedFd<'_>, rel: &Path) -> Result<()> {
         xattr::fremove(fd, STUB_XATTR)
             .with_context(|| format!("remove {STUB_XATTR} of {}", rel.display()))?;
         self.store.forget(fd, rel)?;
+        lock(&self.unsynced).remove(&key);
+        self.record_mtime(fd)?;
         self.ignore(fd)
             .with_context(|| format!("complete file {}", rel.display()))?;
         if self.verbose {
@@ -708,6 +829,69 @@ impl Daemon {
         }
         Ok(())
     }
+}
+
+/// Refuse a filesystem on which other processes have regular files open or
+/// mapped: the filesystem mark puts every file opened from now on in
+/// fault-time mode, and a file opened before it (which gets no events)
+/// then cannot read what is not in the page cache (EIO, SIGBUS).
+fn check_unused(dst: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(dst)
+        .with_context(|| format!("stat {}", dst.display()))?
+        .dev();
+    let me = std::process::id().to_string();
+    let mut found = Vec::new();
+    let procs = std::fs::read_dir("/proc").context("read /proc")?;
+    for p in procs.flatten() {
+        let name = p.file_name();
+        let name = name.to_string_lossy();
+        if !name.bytes().all(|b| b.is_ascii_digit()) || name == me {
+            continue;
+        }
+        for sub in ["fd", "map_files"] {
+            // Gone, or not ours to look at: nothing to learn.
+            let Ok(rd) = std::fs::read_dir(p.path().join(sub)) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let Ok(m) = std::fs::metadata(e.path()) else {
+                    continue;
+                };
+                if m.dev() == dev && m.is_file() {
+                    let comm = std::fs::read_to_string(p.path().join("comm")).unwrap_or_default();
+                    let target = std::fs::read_link(e.path()).unwrap_or_default();
+                    found.push(format!(
+                        "pid {name} ({}): {}",
+                        comm.trim(),
+                        target.display()
+                    ));
+                    break;
+                }
+            }
+        }
+        if found.len() >= 5 {
+            break;
+        }
+    }
+    if !found.is_empty() {
+        bail!(
+            "other processes have files of {}'s filesystem open or mapped ({}): in fault mode \
+             they could no longer read what is not cached once another process opens them; \
+             give the lazy tree a filesystem of its own, stop them, or use --shared-fs",
+            dst.display(),
+            found.join("; ")
+        );
+    }
+    Ok(())
+}
+
+/// How often eviction tries the lease before it calls the file busy.
+const LEASE_TRIES: u32 = 10;
+
+/// A file's mtime as [`FILLED_MTIME_XATTR`] holds it.
+fn filled_mtime(st: &nix::sys::stat::FileStat) -> String {
+    format!("{}.{:09}", st.st_mtime, st.st_mtime_nsec)
 }
 
 /// What an eviction did.
@@ -722,8 +906,13 @@ enum Evicted {
 fn bind_control(p: &Path) -> Result<UnixListener> {
     use std::os::unix::fs::FileTypeExt;
     match std::fs::symlink_metadata(p) {
-        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(p)
-            .with_context(|| format!("remove the old socket {}", p.display()))?,
+        Ok(m) if m.file_type().is_socket() => {
+            if UnixStream::connect(p).is_ok() {
+                bail!("--control {}: another daemon listens there", p.display());
+            }
+            std::fs::remove_file(p)
+                .with_context(|| format!("remove the old socket {}", p.display()))?
+        }
         Ok(_) => bail!("--control {}: exists and is not a socket", p.display()),
         Err(_) => {}
     }
@@ -750,6 +939,9 @@ impl Daemon {
     }
 
     fn control_conn(&self, fetcher: &mut dyn Fetcher, c: UnixStream) -> Result<()> {
+        // One connection at a time: an idle client must not block others.
+        c.set_read_timeout(Some(Duration::from_secs(10)))
+            .context("set a read timeout")?;
         let mut out = c.try_clone().context("clone the connection")?;
         for line in BufReader::new(c).lines() {
             let line = line.context("read a request")?;
@@ -798,12 +990,14 @@ impl Daemon {
             bail!("{} is not a regular file", path.display());
         }
         let size = st.st_size as u64;
-        let flock = self.file_lock((st.st_dev, st.st_ino));
+        let key = (st.st_dev, st.st_ino);
+        let flock = self.file_lock(key);
         let _guard = lock(&flock);
         let stub = xattr::fget(fd, STUB_XATTR)
             .with_context(|| format!("read {STUB_XATTR} of {}", path.display()))?;
         let complete = stub.is_none();
-        let old = match &stub {
+        // What is populated, and what of it the store holds (synced).
+        let (old, persisted) = match &stub {
             Some(v) => {
                 let stub_size = parse_stub(v, &path)?;
                 if stub_size != size {
@@ -812,7 +1006,8 @@ impl Daemon {
                         path.display()
                     );
                 }
-                self.store.load(fd, &rel)?
+                let p = self.store.load(fd, &rel)?;
+                (self.load_ranges(key, fd, &rel)?, p)
             }
             None => {
                 // Only what the source can give back.
@@ -830,36 +1025,104 @@ impl Daemon {
                         );
                     }
                 }
+                // Synced before it was recorded complete.
                 let mut all = RangeSet::new();
                 all.insert(0, size);
-                all
+                (all.clone(), all)
             }
         };
-        let start = r.start / PAGE * PAGE;
         let end = r.end.unwrap_or(size).min(size);
+        if end <= r.start {
+            return Ok(Evicted::Bytes(0));
+        }
+        let start = r.start / PAGE * PAGE;
         let end = end.div_ceil(PAGE).saturating_mul(PAGE).min(size);
         let mut new = old.clone();
         let dropped = new.remove(start, end);
         if dropped == 0 {
             return Ok(Evicted::Bytes(0));
         }
+        if new.encode().len() > MAX_STATE {
+            bail!(
+                "{}: evicting {start}-{end} would split its populated ranges past the {MAX_STATE} \
+                 bytes of state kept per file: evict a larger range",
+                rel.display()
+            );
+        }
+        // Local changes are not the source's: never evict them.
+        let mtime = filled_mtime(&st);
+        match xattr::fget(fd, FILLED_MTIME_XATTR)
+            .with_context(|| format!("read {FILLED_MTIME_XATTR} of {}", rel.display()))?
+        {
+            Some(v) if v == mtime.as_bytes() => {}
+            v => bail!(
+                "{}: changed since it was filled (mtime {mtime}, {FILLED_MTIME_XATTR} {:?}): \
+                 not evicted",
+                rel.display(),
+                v.map(|v| String::from_utf8_lossy(&v).into_owned())
+            ),
+        }
+        // 0. A complete file stops ignoring FAN_PRE_FAULT before anything
+        //    else, while its content is all there: an open from now on
+        //    puts it in fault-time mode (an open decides that before it
+        //    waits for the lease), and no page cached from now on is one
+        //    the punch would make stale.
+        if complete && self.mask & FAN_PRE_FAULT != 0 {
+            self.group
+                .mark_fd(FAN_MARK_REMOVE | FAN_MARK_IGNORE, FAN_PRE_FAULT, fd, None)
+                .or_else(|e| match e.errno() {
+                    // Never ignored by this daemon (it started later).
+                    Some(Errno::ENOENT) => Ok(()),
+                    _ => Err(anyhow!("{e}")),
+                })
+                .context("stop ignoring FAN_PRE_FAULT")?;
+        }
         // 1. The state loses the range.
+        let mut persisted_new = persisted.clone();
+        persisted_new.remove(start, end);
         if complete {
             xattr::fset(fd, STUB_XATTR, size.to_string().as_bytes())
                 .with_context(|| format!("set {STUB_XATTR} of {}", rel.display()))?;
         }
-        self.save_ranges(fd, &rel, &new)?;
+        self.save_ranges(fd, &rel, &persisted_new)?;
+        if matches!(self.store, Store::Xattr) {
+            nix::unistd::fsync(fd.as_raw_fd()).context("fsync the state")?;
+        }
+        let unsynced_old = {
+            let mut u = lock(&self.unsynced);
+            let had = u.get(&key).cloned();
+            if had.is_some() {
+                u.insert(key, new.clone());
+            }
+            had
+        };
         // 2. The lease: no one else has the file, and no one can open it
         //    until it is released.
-        // SAFETY: fcntl(2) on a descriptor we own, with an integer argument.
-        let ret = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETLEASE, libc::F_WRLCK) };
-        if let Err(e) = Errno::result(ret) {
+        //    A reader that has just been answered may still be closing its
+        //    descriptor, or the worker its event descriptor: try a few times.
+        let mut tries = 0;
+        let leased = loop {
+            // SAFETY: fcntl(2) on a descriptor we own, with an integer
+            // argument.
+            let ret = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETLEASE, libc::F_WRLCK) };
+            match Errno::result(ret) {
+                Err(Errno::EAGAIN) if tries < LEASE_TRIES => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                r => break r,
+            }
+        };
+        if let Err(e) = leased {
+            if let Some(h) = unsynced_old {
+                lock(&self.unsynced).insert(key, h);
+            }
             let undo = if complete {
                 self.store
                     .forget(fd, &rel)
                     .and_then(|()| xattr::fremove(fd, STUB_XATTR).context("remove the tag"))
             } else {
-                self.save_ranges(fd, &rel, &old)
+                self.save_ranges(fd, &rel, &persisted)
             };
             undo.with_context(|| format!("{}: put the state back", rel.display()))?;
             return match e {
@@ -869,10 +1132,22 @@ impl Daemon {
         }
         // 3. Punch, with our own event ignored, then drop the ignore mark.
         let punched = self.punch_ignored(fd, start, end);
-        // SAFETY: as above.
+        // The punch changed the mtime: record it, as after a fill.
+        let recorded = punched.and_then(|()| self.record_mtime(fd));
+        if !self.evict_hold.is_zero() {
+            self.counters.evict_leased.store(1, Ordering::Relaxed);
+            std::thread::sleep(self.evict_hold);
+            self.counters.evict_leased.store(0, Ordering::Relaxed);
+        }
+        // SAFETY: fcntl(2) on a descriptor we own, with an integer argument.
         let ret = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETLEASE, libc::F_UNLCK) };
-        let unlocked = Errno::result(ret).context("F_SETLEASE F_UNLCK");
-        punched.with_context(|| format!("punch {start}-{end} of {}", rel.display()))?;
+        // EAGAIN: an opener waited longer than lease-break-time, and the
+        // kernel took the lease back already.
+        let unlocked = match Errno::result(ret) {
+            Ok(_) | Err(Errno::EAGAIN) => Ok(()),
+            Err(e) => Err(e).context("F_SETLEASE F_UNLCK"),
+        };
+        recorded.with_context(|| format!("punch {start}-{end} of {}", rel.display()))?;
         unlocked?;
         Counters::add(&self.counters.evicted_files, 1);
         Counters::add(&self.counters.evicted_bytes, dropped);
@@ -881,9 +1156,7 @@ impl Daemon {
 
     /// Punch `[start, end)` out of `fd`'s file under an ignore mark for
     /// FAN_PRE_ACCESS (fallocate(2) sends one), leaving the file with no
-    /// ignore mark: a complete file's mark also ignores FAN_PRE_FAULT,
-    /// which goes first, so the file is in fault-time mode again from its
-    /// next open.
+    /// ignore mark (a complete file's FAN_PRE_FAULT bit went before).
     fn punch_ignored(&self, fd: BorrowedFd<'_>, start: u64, end: u64) -> Result<()> {
         let ign = |flags: u32, mask: u64| {
             self.group
@@ -894,21 +1167,40 @@ impl Daemon {
             FAN_MARK_ADD | FAN_MARK_IGNORE_SURV | FAN_MARK_EVICTABLE,
             FAN_PRE_ACCESS,
         )?;
-        let res = (|| {
-            if self.mask & FAN_PRE_FAULT != 0 {
-                ign(FAN_MARK_REMOVE | FAN_MARK_IGNORE, FAN_PRE_FAULT)?;
+        let res = nix::fcntl::fallocate(
+            fd.as_raw_fd(),
+            FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
+            start as i64,
+            (end - start) as i64,
+        )
+        .context("fallocate");
+        let mut removed = ign(FAN_MARK_REMOVE | FAN_MARK_IGNORE, FAN_PRE_ACCESS);
+        for _ in 0..3 {
+            if removed.is_ok() {
+                break;
             }
-            nix::fcntl::fallocate(
-                fd.as_raw_fd(),
-                FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
-                start as i64,
-                (end - start) as i64,
-            )
-            .context("fallocate")
-        })();
-        let removed = ign(FAN_MARK_REMOVE | FAN_MARK_IGNORE, FAN_PRE_ACCESS);
-        res?;
-        removed
+            std::thread::sleep(Duration::from_millis(10));
+            removed = ign(FAN_MARK_REMOVE | FAN_MARK_IGNORE, FAN_PRE_ACCESS);
+        }
+        if let Err(e) = removed {
+            // A punched stub whose reads send no event would read holes as
+            // content: end the daemon, whose marks go with its group.
+            eprintln!(
+                "hsm-serve: cannot drop the ignore mark of a punched file ({e:#}): exiting, \
+                 so that no hole is read as content"
+            );
+            std::process::exit(1);
+        }
+        res
+    }
+
+    /// Record the mtime the daemon's own writes left (after a fill or a
+    /// punch): a later change of it is a local change, which eviction
+    /// keeps.
+    fn record_mtime(&self, fd: BorrowedFd<'_>) -> Result<()> {
+        let st = nix::sys::stat::fstat(fd.as_raw_fd()).context("fstat")?;
+        xattr::fset(fd, FILLED_MTIME_XATTR, filled_mtime(&st).as_bytes())
+            .with_context(|| format!("set {FILLED_MTIME_XATTR}"))
     }
 
     /// Save a file's ranges; none left: forget it.
