@@ -7,7 +7,7 @@
 //! at least two delays.  Content exact in both.  Both with a local source
 //! directory and with nginx (an HTTP source, range requests, each worker
 //! with its own keep-alive connection; started by the test on loopback,
-//! its document root on the scratch tmpfs).
+//! its document root on the scratch tmpfs), on ext4, xfs and btrfs.
 //!
 //! Guards the reference HSM tools (selftests/hsm/README.md): a worker pool,
 //! different files in parallel, with either source (issue 15 items 1 and
@@ -15,8 +15,9 @@
 
 use super::hsm_http::{cleanup, TestSource, BOTH_SOURCES};
 use super::hsm_util::*;
+use ltp::fs::HSM_FILESYSTEMS;
 use ltp::res::OrBrok;
-use ltp::{tcheck, tinfo, Ctx, Fs, Test};
+use ltp::{tcheck, tinfo, Ctx, Test};
 use nix::sys::signal::Signal;
 use std::ffi::OsStr;
 use std::path::Path;
@@ -26,7 +27,7 @@ pub const TEST: Test = Test {
     name: "hsm_serve_workers",
     doc: "hsm-serve --workers 2 fills two files at once (max_parallel=2, < 2 delays); --workers 1 takes two",
     needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS"],
-    filesystems: &[Fs::Ext4],
+    filesystems: HSM_FILESYSTEMS,
     tags: &[("doc", "selftests/hsm/README.md")],
     needs_cmds: &["nginx"],
     timeout: Duration::from_secs(300),

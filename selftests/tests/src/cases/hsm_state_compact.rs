@@ -7,7 +7,8 @@
 //! and less than the file.  Reading the whole file afterwards is exact and
 //! the total fetched is the file size: no byte twice.  Both with a local
 //! source directory and with nginx (an HTTP source, range requests; started
-//! by the test on loopback, its document root on the scratch tmpfs).
+//! by the test on loopback, its document root on the scratch tmpfs), on
+//! ext4, xfs and btrfs.
 //!
 //! Guards the reference HSM tools (selftests/hsm/README.md): compact per-file
 //! state, with either source (issue 15 items 1 and 2).
@@ -15,8 +16,9 @@
 use super::hsm_http::{cleanup, SourceKind, TestSource, BOTH_SOURCES};
 use super::hsm_util::*;
 use crate::common::page_size;
+use ltp::fs::HSM_FILESYSTEMS;
 use ltp::res::OrBrok;
-use ltp::{tcheck, tinfo, Ctx, Fs, Test};
+use ltp::{tcheck, tinfo, Ctx, Test};
 use nix::sys::signal::Signal;
 use std::time::Duration;
 
@@ -24,10 +26,10 @@ pub const TEST: Test = Test {
     name: "hsm_state_compact",
     doc: "hsm-serve: 256 scattered pages keep user.hsm.populated within 2 KiB (gaps fetched), exact, nothing twice",
     needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS"],
-    filesystems: &[Fs::Ext4, Fs::Xfs],
+    filesystems: HSM_FILESYSTEMS,
     tags: &[("doc", "selftests/hsm/README.md")],
     needs_cmds: &["nginx"],
-    timeout: Duration::from_secs(400),
+    timeout: Duration::from_secs(600),
     run,
     cleanup: Some(cleanup),
     ..Test::DEFAULT
