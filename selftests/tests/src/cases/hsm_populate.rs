@@ -39,7 +39,7 @@ pub const TEST: Test = Test {
     needs_cmds: &["nginx"],
     filesystems: HSM_FILESYSTEMS,
     tags: &[("doc", "selftests/hsm/README.md")],
-    timeout: Duration::from_secs(240),
+    timeout: Duration::from_secs(400),
     run,
     cleanup: Some(cleanup),
     ..Test::DEFAULT

@@ -29,7 +29,7 @@ pub const TEST: Test = Test {
     filesystems: HSM_FILESYSTEMS,
     tags: &[("doc", "selftests/hsm/README.md")],
     needs_cmds: &["nginx"],
-    timeout: Duration::from_secs(600),
+    timeout: Duration::from_secs(900),
     run,
     cleanup: Some(cleanup),
     ..Test::DEFAULT
