@@ -10,8 +10,8 @@
 //! local source directory, and from nginx (an HTTP source, range requests;
 //! started by the test on loopback, its document root on the scratch
 //! tmpfs), whose document root loses the file (nginx answers 404) and has
-//! the other one truncated (nginx answers 416 past its new end, a range
-//! clipped at it across the end).
+//! the other one truncated (nginx answers 416 for a range past its new
+//! end).
 //!
 //! Guards the reference HSM tools (selftests/hsm/README.md): failure of one
 //! source is contained, with either source (issue 15 items 1 and 6: a range
