@@ -2,30 +2,34 @@
 //! directory, regular file and symlink of SRC is at the same place in DST
 //! with the same type and mode (and mtime); regular files have their size,
 //! no allocated blocks and a `user.hsm.stub` tag holding that size; symlinks
-//! keep their target (dangling ones too).  A single file is mirrored as one
-//! stub.  A non-empty DST is refused (exit status != 0, DST untouched)
-//! unless --force, which turns it back into stubs; bad input (missing
-//! source, DST inside SRC, no arguments) fails with a message naming it.
-//! From a manifest: `hsm-manifest` lists the same tree (names with a space,
-//! a TAB and a newline included), nginx (started by the test on loopback,
-//! document root on the scratch tmpfs) serves the manifest and the tree,
-//! and `hsm-populate --manifest URL DST` builds the same stubs with no
-//! access to the tree, which `hsm-serve --mode mmap` then fills from nginx
-//! byte for byte.  Manifests that name a path outside DST, that are not
-//! manifests, or that the server does not have, are refused with nothing
-//! created.
+//! keep their target (dangling ones too).  A non-empty DST is refused (exit
+//! status != 0, DST untouched) unless --force, which turns it back into
+//! stubs.  All of this for both sources (rows of one table): the tree
+//! itself (`hsm-populate SRC DST`), and its manifest over HTTP:
+//! `hsm-manifest` lists the same tree (names with a space, a TAB and a
+//! newline included), nginx (started by the test on loopback, document root
+//! on the scratch tmpfs) serves the manifest and the tree, and
+//! `hsm-populate --manifest URL DST` builds the same stubs with no access to
+//! the tree, which `hsm-serve --mode mmap` then fills from nginx byte for
+//! byte.  Local source only (a manifest has no equivalent): a single file
+//! is mirrored as one stub (a manifest's root is always a directory), and
+//! bad input (missing source, DST inside SRC, no arguments) fails with a
+//! message naming it.  HTTP source only, its equivalent of bad input:
+//! manifests that name a path outside DST, that are not manifests, that the
+//! server does not have (404), or a server that is not there (connection
+//! refused), are refused with nothing created.
 //!
 //! Guards the reference HSM tools (selftests/hsm/README.md): the stub tree
 //! hsm-serve fills; issue 15 item 3 (stubs from remote metadata).
 
-use super::hsm_http::{cleanup, http_dir, Conf, Nginx};
+use super::hsm_http::{cleanup, http_dir, Conf, Nginx, SourceKind, BOTH_SOURCES};
 use super::hsm_util::*;
 use ltp::fs::HSM_FILESYSTEMS;
 use ltp::res::OrBrok;
-use ltp::{tcheck, tfail, tpass, Ctx, Test};
-use std::ffi::OsStr;
+use ltp::{tbrok, tcheck, tfail, tpass, Ctx, Test};
+use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub const TEST: Test = Test {
@@ -35,7 +39,7 @@ pub const TEST: Test = Test {
     needs_cmds: &["nginx"],
     filesystems: HSM_FILESYSTEMS,
     tags: &[("doc", "selftests/hsm/README.md")],
-    timeout: Duration::from_secs(240),
+    timeout: Duration::from_secs(400),
     run,
     cleanup: Some(cleanup),
     ..Test::DEFAULT
@@ -192,42 +196,122 @@ fn check_tree(src: &Path, dst: &Path, what: &str) {
     }
 }
 
-fn run(ctx: &Ctx) {
-    let src = ctx.path("src");
-    let dst = ctx.path("dst");
-    make_src(&src);
+/// A tree to make stubs from and how hsm-populate gets it.
+struct TreeSource {
+    /// The tree (to compare the stubs with).
+    src: PathBuf,
+    /// hsm-populate's arguments before DST: SRC, or `--manifest URL`.
+    args: Vec<OsString>,
+    /// The nginx serving the manifest and the tree (HTTP source).
+    nginx: Option<Nginx>,
+    /// The document root (HTTP source).
+    root: PathBuf,
+}
 
-    let out = populate(&src, &dst);
-    check_summary(&out, "tree");
-    check_tree(&src, &dst, "tree");
-    let root = std::fs::metadata(&dst).or_brok("stat dst");
-    tcheck!(root.is_dir(), "DST is a directory");
+impl TreeSource {
+    fn new(ctx: &Ctx, kind: SourceKind) -> Self {
+        match kind {
+            SourceKind::Dir => {
+                let src = ctx.path("src");
+                make_src(&src);
+                TreeSource {
+                    args: vec![src.clone().into()],
+                    src,
+                    nginx: None,
+                    root: PathBuf::new(),
+                }
+            }
+            SourceKind::Http => {
+                let base = http_dir(ctx).join("manifest");
+                let root = base.join("root");
+                let src = root.join("src");
+                std::fs::create_dir_all(&root).or_brok("mkdir the document root");
+                make_src(&src);
+                let manifest = root.join("tree.manifest");
+                run_ok(
+                    "hsm-manifest",
+                    &[src.as_os_str(), OsStr::new("-o"), manifest.as_os_str()],
+                );
+                let nginx = Nginx::start(&base, &root, Conf::default());
+                TreeSource {
+                    args: vec!["--manifest".into(), nginx.url("tree.manifest").into()],
+                    src,
+                    nginx: Some(nginx),
+                    root,
+                }
+            }
+        }
+    }
+
+    /// `hsm-populate ARGS DST EXTRA`.
+    fn populate(&self, dst: &Path, extra: &[&str]) -> std::process::Output {
+        let mut a = self.args.clone();
+        a.push(dst.into());
+        a.extend(extra.iter().map(OsString::from));
+        run_tool("hsm-populate", &a)
+    }
+}
+
+fn run(ctx: &Ctx) {
+    for &kind in BOTH_SOURCES {
+        let tree = TreeSource::new(ctx, kind);
+        let dst = ctx.path(&format!("dst-{kind:?}"));
+        mirror(&tree, &dst, kind);
+        match kind {
+            SourceKind::Dir => local_only(ctx, &tree.src),
+            SourceKind::Http => http_only(ctx, tree, &dst),
+        }
+    }
+}
+
+/// The same for both sources: stubs, a non-empty DST refused, --force.
+fn mirror(tree: &TreeSource, dst: &Path, kind: SourceKind) {
+    let w = match kind {
+        SourceKind::Dir => "tree",
+        SourceKind::Http => "manifest over HTTP",
+    };
+    let o = tree.populate(dst, &[]);
+    let out = text(&o.stdout);
+    tcheck!(
+        o.status.success(),
+        "{w}: hsm-populate: {}: {out} {}",
+        o.status,
+        text(&o.stderr)
+    );
+    check_summary(&out, w);
+    check_tree(&tree.src, dst, w);
+    let root = std::fs::metadata(dst).or_brok("stat dst");
+    tcheck!(root.is_dir(), "{w}: DST is a directory");
 
     // A non-empty DST is refused and left alone.
     let marker = dst.join("a/page");
     std::fs::write(&marker, b"local data").or_brok("write into dst");
-    let o = run_tool("hsm-populate", &[src.as_os_str(), dst.as_os_str()]);
+    let o = tree.populate(dst, &[]);
     let msg = text(&o.stderr);
     if !o.status.success() && msg.contains("not empty") && msg.contains(&*dst.to_string_lossy()) {
-        tpass!("non-empty DST refused ({}): {msg}", o.status);
+        tpass!("{w}: non-empty DST refused ({}): {msg}", o.status);
     } else {
-        tfail!("non-empty DST: status {}, stderr {msg:?}", o.status);
+        tfail!("{w}: non-empty DST: status {}, stderr {msg:?}", o.status);
     }
     let kept = std::fs::read(&marker).or_brok("read marker");
-    tcheck!(kept == b"local data", "the refused run left DST untouched");
+    tcheck!(
+        kept == b"local data",
+        "{w}: the refused run left DST untouched"
+    );
 
     // --force makes stubs again.
-    let o = run_tool(
-        "hsm-populate",
-        &[src.as_os_str(), dst.as_os_str(), OsStr::new("--force")],
-    );
+    let o = tree.populate(dst, &["--force"]);
     tcheck!(
         o.status.success(),
-        "--force into a non-empty DST: {}",
-        o.status
+        "{w}: --force into a non-empty DST: {}: {}",
+        o.status,
+        text(&o.stderr)
     );
-    check_tree(&src, &dst, "after --force");
+    check_tree(&tree.src, dst, &format!("{w}, after --force"));
+}
 
+/// A single file, and bad input, with a local source.
+fn local_only(ctx: &Ctx, src: &Path) {
     // One file.
     let single = ctx.path("single-stub");
     let o = run_tool(
@@ -283,8 +367,6 @@ fn run(ctx: &Ctx) {
         }
     }
     tcheck!(!inside.exists(), "DST inside SRC: nothing was created");
-
-    from_manifest(ctx);
 }
 
 /// src itself, a, a/b, setgid-dir; 6 files; 2 symlinks.
@@ -295,30 +377,15 @@ fn check_summary(out: &str, what: &str) {
     );
 }
 
-/// The tree and its manifest served by nginx; stubs from the manifest.
-fn from_manifest(ctx: &Ctx) {
-    let base = http_dir(ctx).join("manifest");
-    let root = base.join("root");
-    let src = root.join("src");
-    std::fs::create_dir_all(&root).or_brok("mkdir the document root");
-    make_src(&src);
-    let manifest = root.join("tree.manifest");
-    run_ok(
-        "hsm-manifest",
-        &[src.as_os_str(), OsStr::new("-o"), manifest.as_os_str()],
-    );
-    let nginx = Nginx::start(&base, &root, Conf::default());
-    let dst = ctx.path("dst-manifest");
-    let url = nginx.url("tree.manifest");
-    let out = run_ok(
-        "hsm-populate",
-        &[OsStr::new("--manifest"), OsStr::new(&url), dst.as_os_str()],
-    );
-    check_summary(&out, "manifest");
-    check_tree(&src, &dst, "from the manifest over HTTP");
-
+/// With the HTTP source: the stubs made from the manifest are filled from
+/// the same nginx; bad manifests, and no server, are refused.
+fn http_only(ctx: &Ctx, tree: TreeSource, dst: &Path) {
+    let Some(nginx) = tree.nginx else {
+        tbrok!("the HTTP source has no nginx");
+    };
+    let root = tree.root;
     // The stubs are filled from the same server.
-    let s = Serve::start(&serve_args(nginx.url("src/"), &dst, "mmap", &[]));
+    let s = Serve::start(&serve_args(nginx.url("src/"), dst, "mmap", &[]));
     let (rc, out) = validate(&dst.join("a/b/big"), &["--via", "pread"]);
     tcheck!(
         rc == 0,
@@ -375,5 +442,19 @@ fn from_manifest(ctx: &Ctx) {
         !ctx.path("escape").exists() && !Path::new("/escape").exists(),
         "nothing was created out of DST"
     );
+
+    // No server: the URL of the manifest once nginx is stopped.
+    let url = nginx.url("tree.manifest");
     nginx.stop();
+    let d = ctx.path("dst-no-server");
+    let o = run_tool(
+        "hsm-populate",
+        &[OsStr::new("--manifest"), OsStr::new(&url), d.as_os_str()],
+    );
+    let msg = text(&o.stderr);
+    tcheck!(
+        code(&o.status) == 1 && msg.contains(&url) && !d.exists(),
+        "no server at {url}: refused (exit {}, want 1 and the URL), nothing created: {msg}",
+        code(&o.status)
+    );
 }

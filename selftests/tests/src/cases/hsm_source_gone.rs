@@ -3,12 +3,21 @@
 //! page fault on its mapping kills the reader with SIGBUS, for a source
 //! that was removed and for the part past the end of a source that was
 //! truncated (a short read), while the part a truncated source still has is
-//! served exactly.  The daemon keeps running, counts the errors, and still
-//! serves another file byte for byte.
+//! served exactly.  Nothing of a denied range is recorded as filled: the
+//! removed source's stub has no populated range, the truncated one's only
+//! what its source still had.  The daemon keeps running, counts the errors,
+//! and still serves another file byte for byte.  All of it twice: from a
+//! local source directory, and from nginx (an HTTP source, range requests;
+//! started by the test on loopback, its document root on the scratch
+//! tmpfs), whose document root loses the file (nginx answers 404) and has
+//! the other one truncated (nginx answers 416 for a range past its new
+//! end).
 //!
 //! Guards the reference HSM tools (selftests/hsm/README.md): failure of one
-//! source is contained.
+//! source is contained, with either source (issue 15 items 1 and 6: a range
+//! that cannot be fetched is denied with EIO, never filled with garbage).
 
+use super::hsm_http::{cleanup, SourceKind, TestSource, BOTH_SOURCES};
 use super::hsm_util::*;
 use crate::common::{in_child, page_size, Map};
 use ltp::fs::HSM_FILESYSTEMS;
@@ -29,8 +38,10 @@ pub const TEST: Test = Test {
         ("doc", "selftests/hsm/README.md"),
         ("cover-letter", "Design: a denied event fails the retried fault (SIGBUS / EFAULT)"),
     ],
-    timeout: Duration::from_secs(300),
+    needs_cmds: &["nginx"],
+    timeout: Duration::from_secs(400),
     run,
+    cleanup: Some(cleanup),
     ..Test::DEFAULT
 };
 
@@ -99,14 +110,22 @@ const CASES: &[Case] = &[
 ];
 
 fn run(ctx: &Ctx) {
-    let src = ctx.path("src");
-    let dst = ctx.path("dst");
-    std::fs::create_dir(&src).or_brok("mkdir");
+    for &kind in BOTH_SOURCES {
+        gone(ctx, kind);
+    }
+}
+
+fn gone(ctx: &Ctx, kind: SourceKind) {
+    let source = TestSource::new(ctx, kind, "src");
+    let w = source.label();
+    let src = &source.dir;
+    let dst = ctx.path(&format!("dst-{kind:?}"));
     for f in ["gone", "short", "good"] {
         create_pattern(&src.join(f), PAGES * page_size());
     }
-    populate(&src, &dst);
-    let mut s = Serve::start(&serve_args(&src, &dst, "fault", &[]));
+    populate(src, &dst);
+    let mut s = Serve::start(&serve_args(&source.spec, &dst, "fault", &[]));
+    // For nginx: the files of its document root.
     std::fs::remove_file(src.join("gone")).or_brok("remove source");
     std::fs::OpenOptions::new()
         .write(true)
@@ -152,25 +171,48 @@ fn run(ctx: &Ctx) {
             }
         };
         match got {
-            Ok(w) if w == c.want => tpass!("{}: {w:?}", c.what),
-            other => tfail!("{}: got {other:?}, want {:?}", c.what, c.want),
+            Ok(g) if g == c.want => tpass!("{w}: {}: {g:?}", c.what),
+            other => tfail!("{w}: {}: got {other:?}, want {:?}", c.what, c.want),
         }
     }
 
-    tcheck!(s.alive(), "hsm-serve still running after the failures");
+    // Nothing denied was recorded as filled.
+    let gone_state = populated_xattr(&dst.join("gone")).unwrap_or_default();
+    tcheck!(
+        gone_state.is_empty(),
+        "{w}: nothing recorded for the removed source's stub: {}",
+        gone_state.encode()
+    );
+    let short_state = populated_xattr(&dst.join("short")).unwrap_or_default();
+    let past_end = short_state
+        .ranges()
+        .iter()
+        .any(|&(_, e)| e > SHORT_PAGES * page_size());
+    tcheck!(
+        !past_end && short_state.covers(2 * page_size(), 3 * page_size()),
+        "{w}: the truncated source's stub records the page served and nothing past the \
+         source's end ({} bytes): {}",
+        SHORT_PAGES * page_size(),
+        short_state.encode()
+    );
+
+    tcheck!(s.alive(), "{w}: hsm-serve still running after the failures");
     let m = s.stats();
     let denied = CASES.iter().filter(|c| c.want != Want::Exact).count() as u64;
     tcheck!(
         kv(&m, "errors") >= denied,
-        "{} errors counted for {denied} denied accesses",
+        "{w}: {} errors counted for {denied} denied accesses",
         kv(&m, "errors")
     );
     let (code, out) = validate(&dst.join("good"), &["--via", "both"]);
-    tcheck!(code == 0, "another file is still served exactly: {out}");
+    tcheck!(
+        code == 0,
+        "{w}: another file is still served exactly: {out}"
+    );
     let (st, _) = s.stop(Signal::SIGTERM);
     if st.code() == Some(0) {
-        tpass!("SIGTERM: exit 0");
+        tpass!("{w}: SIGTERM: exit 0");
     } else {
-        tfail!("SIGTERM: {st}");
+        tfail!("{w}: SIGTERM: {st}");
     }
 }

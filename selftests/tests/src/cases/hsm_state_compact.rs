@@ -5,15 +5,20 @@
 //! bytes that covers every touched page and records exactly the bytes the
 //! daemon reports fetched, more than the touched pages (gaps were filled)
 //! and less than the file.  Reading the whole file afterwards is exact and
-//! the total fetched is the file size: no byte twice.
+//! the total fetched is the file size: no byte twice.  Both with a local
+//! source directory and with nginx (an HTTP source, range requests; started
+//! by the test on loopback, its document root on the scratch tmpfs), on
+//! ext4, xfs and btrfs.
 //!
 //! Guards the reference HSM tools (selftests/hsm/README.md): compact per-file
-//! state.
+//! state, with either source (issue 15 items 1 and 2).
 
+use super::hsm_http::{cleanup, SourceKind, TestSource, BOTH_SOURCES};
 use super::hsm_util::*;
 use crate::common::page_size;
+use ltp::fs::HSM_FILESYSTEMS;
 use ltp::res::OrBrok;
-use ltp::{tcheck, tinfo, Ctx, Fs, Test};
+use ltp::{tcheck, tinfo, Ctx, Test};
 use nix::sys::signal::Signal;
 use std::time::Duration;
 
@@ -21,10 +26,12 @@ pub const TEST: Test = Test {
     name: "hsm_state_compact",
     doc: "hsm-serve: 256 scattered pages keep user.hsm.populated within 2 KiB (gaps fetched), exact, nothing twice",
     needs_kconfigs: &["CONFIG_FANOTIFY_ACCESS_PERMISSIONS"],
-    filesystems: &[Fs::Ext4, Fs::Xfs],
+    filesystems: HSM_FILESYSTEMS,
     tags: &[("doc", "selftests/hsm/README.md")],
-    timeout: Duration::from_secs(300),
+    needs_cmds: &["nginx"],
+    timeout: Duration::from_secs(900),
     run,
+    cleanup: Some(cleanup),
     ..Test::DEFAULT
 };
 
@@ -32,13 +39,19 @@ const PAGES: u64 = 1024;
 const STRIDE: u64 = 4;
 
 fn run(ctx: &Ctx) {
-    let src = ctx.path("src");
-    let dst = ctx.path("dst");
-    std::fs::create_dir(&src).or_brok("mkdir");
-    create_pattern(&src.join("f"), PAGES * page_size());
-    populate(&src, &dst);
+    for &kind in BOTH_SOURCES {
+        compact(ctx, kind);
+    }
+}
+
+fn compact(ctx: &Ctx, kind: SourceKind) {
+    let source = TestSource::new(ctx, kind, "src");
+    let w = source.label();
+    let dst = ctx.path(&format!("dst-{kind:?}"));
+    create_pattern(&source.dir.join("f"), PAGES * page_size());
+    populate(&source.dir, &dst);
     let file = dst.join("f");
-    let mut s = Serve::start(&serve_args(&src, &dst, "fault", &[]));
+    let mut s = Serve::start(&serve_args(&source.spec, &dst, "fault", &[]));
 
     let touched: Vec<u64> = (0..PAGES).step_by(STRIDE as usize).collect();
     let list = touched
@@ -50,7 +63,11 @@ fn run(ctx: &Ctx) {
         &file,
         &["--via", "mmap", "--advice", "random", "--pages", &list],
     );
-    tcheck!(code == 0, "{} scattered pages exact: {out}", touched.len());
+    tcheck!(
+        code == 0,
+        "{w}: {} scattered pages exact: {out}",
+        touched.len()
+    );
     let m = s.stats();
     let fetched = kv(&m, "fetched_bytes");
     let raw = hsm::xattr::lget(&file, hsm::POPULATED_XATTR)
@@ -58,7 +75,7 @@ fn run(ctx: &Ctx) {
         .unwrap_or_default();
     let ranges = RangeSet::decode(&text(&raw)).or_brok("decode user.hsm.populated");
     tinfo!(
-        "{} touched pages: {} events, fetched {fetched} bytes, state {} bytes in {} ranges",
+        "{w}: {} touched pages: {} events, fetched {fetched} bytes, state {} bytes in {} ranges",
         touched.len(),
         kv(&m, "events"),
         raw.len(),
@@ -66,7 +83,7 @@ fn run(ctx: &Ctx) {
     );
     tcheck!(
         !raw.is_empty() && raw.len() <= 2048,
-        "user.hsm.populated is {} bytes (at most 2048)",
+        "{w}: user.hsm.populated is {} bytes (at most 2048)",
         raw.len()
     );
     let missing = touched
@@ -75,16 +92,16 @@ fn run(ctx: &Ctx) {
         .count();
     tcheck!(
         missing == 0,
-        "{missing} touched pages not in the recorded ranges"
+        "{w}: {missing} touched pages not in the recorded ranges"
     );
     tcheck!(
         ranges.total() == fetched,
-        "the state records exactly the fetched bytes ({} vs {fetched})",
+        "{w}: the state records exactly the fetched bytes ({} vs {fetched})",
         ranges.total()
     );
     tcheck!(
         fetched > touched.len() as u64 * page_size() && fetched < PAGES * page_size(),
-        "gaps were fetched to keep the list short: {fetched} bytes for {} touched pages",
+        "{w}: gaps were fetched to keep the list short: {fetched} bytes for {} touched pages",
         touched.len()
     );
 
@@ -92,7 +109,7 @@ fn run(ctx: &Ctx) {
     let m = s.stats();
     tcheck!(
         code == 0 && kv(&m, "fetched_bytes") == PAGES * page_size() && stub_tag(&file).is_none(),
-        "whole file exact and complete, {} bytes fetched in all for {}: {out}",
+        "{w}: whole file exact and complete, {} bytes fetched in all for {}: {out}",
         kv(&m, "fetched_bytes"),
         PAGES * page_size()
     );

@@ -3,7 +3,9 @@
 //! an HSM can do is caught with exit 1 and the first bad offset, by both
 //! read paths: a flipped byte, a zero (unfilled) page, two pages swapped
 //! (misplaced fill), a wrong byte in the partial last page.  `--pages`
-//! checks only the pages it names; bad usage exits 2.
+//! checks only the pages it names; bad usage exits 2.  No HTTP rows (issue
+//! 15): hsm-validate reads a local file against the pattern and has no
+//! source; the hsm_serve_* tests run it on stubs filled from both sources.
 //!
 //! Guards the reference HSM tools (selftests/hsm/README.md): the checker the
 //! hsm_serve_* tests trust.
