@@ -409,10 +409,17 @@ fn run(cli: Cli) -> Result<()> {
         evict_hold: Duration::from_millis(cli.evict_hold_ms),
         verbose: cli.verbose,
     });
-    if cli.mode == Mode::Fault && !cli.shared_fs {
-        check_unused(&d.dst)?;
-    }
     d.mark_filesystem(cli.mode)?;
+    // After the mark (which tells whether the filesystem allows it at all),
+    // so that a filesystem without pre-content support says so.
+    if cli.mode == Mode::Fault && !cli.shared_fs {
+        if let Err(e) = check_unused(&d.dst) {
+            let _ = d
+                .group
+                .mark(FAN_MARK_REMOVE | FAN_MARK_FILESYSTEM, d.mask, &d.dst);
+            return Err(e);
+        }
+    }
     let control = match &cli.control {
         Some(p) => {
             let l = bind_control(p)?;
