@@ -110,8 +110,9 @@ pub struct Counters {
     /// Events (in `events`) of files that are not stubs (complete, or never
     /// stubs): answered at once, and the file ignored from then on.
     pub ignored: AtomicU64,
-    /// Events of the daemon's own accesses (not in `events`): answered at
-    /// once by the thread that reads events, never queued for a worker.
+    /// Events of the daemon's own accesses to files that are not stubs (not
+    /// in `events`): answered at once by the thread that reads events,
+    /// never queued for a worker.
     pub own: AtomicU64,
     /// Evictions done (files, and populated bytes dropped), and refused
     /// because the file was in use.

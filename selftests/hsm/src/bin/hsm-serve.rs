@@ -20,9 +20,9 @@
 //! * The daemon's own accesses never wait on it: fills and evictions go
 //!   through descriptors that generate no events (the event's, or one
 //!   under an ignore mark); its other accesses to the filesystem (a SRC or
-//!   `--state` file on DST's filesystem) have their events answered at once
-//!   by the thread that reads events (by the event's pid), never queued
-//!   behind a worker that may be the one waiting.
+//!   `--state` file on DST's filesystem) are of files that are not stubs,
+//!   whose events the thread that reads events answers at once, never
+//!   queued behind a worker that may be the one waiting.
 //! * Events: the event's file is mapped to SRC by its path relative to DST
 //!   (`readlink /proc/self/fd/N`); the requested range, widened to
 //!   `--fill-size` boundaries (pages by default) and clamped to the stub's
@@ -568,50 +568,32 @@ impl Daemon {
     }
 
     /// Answer at once, in the thread that reads events, what needs no
-    /// fill: the event of a file that is not a stub (which is ignored from
-    /// now on), and every event of the daemon's own accesses (a fill reading
-    /// SRC, a state file write on DST's filesystem: a worker may be the one
-    /// waiting for it).  A stub is never accessed by the daemon but through
-    /// event descriptors, so its own event of a stub is a bug: allowed (it
-    /// would wait on itself) and counted as an error.  Returns false for an
-    /// event of a stub, for the workers.
+    /// fill: the event of a file that is not a stub, which is ignored from
+    /// now on (among them the daemon's own accesses to DST's filesystem, a
+    /// fill reading SRC or a state file write, for which a worker may be
+    /// the one waiting).  Returns false for an event of a stub, for the
+    /// workers: no worker ever accesses a stub but through event
+    /// descriptors, so none waits for such an event.
     fn answer_inline(&self, ev: &Event, t0: Instant) -> bool {
         let Some(fd) = ev.fd.as_ref() else {
             return true;
         };
         let own = ev.pid == self.pid;
-        let stub = match xattr::fget(fd.as_fd(), STUB_XATTR) {
-            Ok(v) => v.is_some(),
-            // A worker fails it again, and denies it.
-            Err(_) if !own => return false,
-            Err(e) => {
-                eprintln!("hsm-serve: read {STUB_XATTR} (own access): {e}");
-                Counters::add(&self.counters.errors, 1);
-                true
-            }
-        };
-        if stub && !own {
-            return false;
+        match xattr::fget(fd.as_fd(), STUB_XATTR) {
+            Ok(None) => {}
+            // A stub; or unreadable, and a worker fails it again and
+            // denies it.
+            Ok(Some(_)) | Err(_) => return false,
         }
         if own {
             Counters::add(&self.counters.own, 1);
-            if stub {
-                let p = ev.path().unwrap_or_default();
-                eprintln!(
-                    "hsm-serve: own access to the stub {} (allowed)",
-                    p.display()
-                );
-                Counters::add(&self.counters.errors, 1);
-            }
         } else {
             Counters::add(&self.counters.events, 1);
             Counters::add(&self.counters.ignored, 1);
         }
-        if !stub {
-            if let Err(e) = self.ignore(fd.as_fd()) {
-                eprintln!("hsm-serve: {e:#}");
-                Counters::add(&self.counters.errors, 1);
-            }
+        if let Err(e) = self.ignore(fd.as_fd()) {
+            eprintln!("hsm-serve: {e:#}");
+            Counters::add(&self.counters.errors, 1);
         }
         if !own {
             self.counters
