@@ -53,11 +53,6 @@ pub const STUB_XATTR: &str = "user.hsm.stub";
 /// Extended attribute holding the populated ranges of a stub.
 pub const POPULATED_XATTR: &str = "user.hsm.populated";
 
-/// Extended attribute holding the mtime (`SECONDS.NANOSECONDS`) that
-/// `hsm-serve`'s own writes (fills, evictions) left on a file: another
-/// mtime means a local change, which `hsm-serve` never evicts.
-pub const FILLED_MTIME_XATTR: &str = "user.hsm.mtime";
-
 /// Exit code of the tools for "the kernel or filesystem lacks a feature"
 /// (e.g. `FAN_PRE_FAULT` rejected with `EINVAL`), distinct from plain errors
 /// (1) and usage errors (2).

@@ -76,9 +76,7 @@ use hsm::ranges::{fill_span, RangeSet};
 use hsm::source::{open_source, Fetcher, HttpConfig, Source};
 use hsm::stats::Counters;
 use hsm::util::parse_fill_size;
-use hsm::{
-    control, state, xattr, EXIT_UNSUPPORTED, FILLED_MTIME_XATTR, PAGE, POPULATED_XATTR, STUB_XATTR,
-};
+use hsm::{control, state, xattr, EXIT_UNSUPPORTED, PAGE, POPULATED_XATTR, STUB_XATTR};
 use nix::errno::Errno;
 use nix::fcntl::{FallocateFlags, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -739,7 +737,6 @@ impl Daemon {
             self.drop_lock(key, &flock);
         } else if fetched > 0 {
             self.save_filled(key, fd, &rel, &ranges)?;
-            self.record_mtime(fd)?;
         }
         res
     }
@@ -810,7 +807,6 @@ impl Daemon {
             .with_context(|| format!("remove {STUB_XATTR} of {}", rel.display()))?;
         self.store.forget(fd, rel)?;
         lock(&self.unsynced).remove(&key);
-        self.record_mtime(fd)?;
         self.ignore(fd)
             .with_context(|| format!("complete file {}", rel.display()))?;
         if self.verbose {
@@ -877,11 +873,6 @@ fn check_unused(dst: &Path) -> Result<()> {
 
 /// How often eviction tries the lease before it calls the file busy.
 const LEASE_TRIES: u32 = 10;
-
-/// A file's mtime as [`FILLED_MTIME_XATTR`] holds it.
-fn filled_mtime(st: &nix::sys::stat::FileStat) -> String {
-    format!("{}.{:09}", st.st_mtime, st.st_mtime_nsec)
-}
 
 /// What an eviction did.
 enum Evicted {
@@ -1038,19 +1029,6 @@ impl Daemon {
                 rel.display()
             );
         }
-        // Local changes are not the source's: never evict them.
-        let mtime = filled_mtime(&st);
-        match xattr::fget(fd, FILLED_MTIME_XATTR)
-            .with_context(|| format!("read {FILLED_MTIME_XATTR} of {}", rel.display()))?
-        {
-            Some(v) if v == mtime.as_bytes() => {}
-            v => bail!(
-                "{}: changed since it was filled (mtime {mtime}, {FILLED_MTIME_XATTR} {:?}): \
-                 not evicted",
-                rel.display(),
-                v.map(|v| String::from_utf8_lossy(&v).into_owned())
-            ),
-        }
         // 0. A complete file stops ignoring FAN_PRE_FAULT before anything
         //    else, while its content is all there: an open from now on
         //    puts it in fault-time mode (an open decides that before it
@@ -1121,8 +1099,7 @@ impl Daemon {
         }
         // 3. Punch, with our own event ignored, then drop the ignore mark.
         let punched = self.punch_ignored(fd, start, end);
-        // The punch changed the mtime: record it, as after a fill.
-        let recorded = punched.and_then(|()| self.record_mtime(fd));
+        let recorded = punched;
         if !self.evict_hold.is_zero() {
             self.counters.evict_leased.store(1, Ordering::Relaxed);
             std::thread::sleep(self.evict_hold);
@@ -1181,15 +1158,6 @@ impl Daemon {
             std::process::exit(1);
         }
         res
-    }
-
-    /// Record the mtime the daemon's own writes left (after a fill or a
-    /// punch): a later change of it is a local change, which eviction
-    /// keeps.
-    fn record_mtime(&self, fd: BorrowedFd<'_>) -> Result<()> {
-        let st = nix::sys::stat::fstat(fd.as_raw_fd()).context("fstat")?;
-        xattr::fset(fd, FILLED_MTIME_XATTR, filled_mtime(&st).as_bytes())
-            .with_context(|| format!("set {FILLED_MTIME_XATTR}"))
     }
 
     /// Save a file's ranges; none left: forget it.
