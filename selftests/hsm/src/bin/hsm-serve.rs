@@ -41,6 +41,11 @@
 //!   are serialised by a per-file lock, so a range asked for twice is
 //!   fetched once; different files are filled in parallel.  Each worker has
 //!   its own fetcher (for a URL: its own keep-alive connection).
+//! * Access profiles (`--record-profile FILE`, `--prefetch FILE`; see
+//!   [`hsm::prefetch`]): record the ranges this run fills, in order; or
+//!   prefetch those of an earlier run in the background, in parallel, into
+//!   memory, where the fills find them (a wrapper of the source: the fill
+//!   path is the same).
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{CommandFactory, Parser, ValueEnum};
@@ -125,6 +130,9 @@ struct Cli {
     /// Log every event to stderr.
     #[arg(short, long)]
     verbose: bool,
+    /// Access profiles: --record-profile, --prefetch (see hsm::prefetch).
+    #[command(flatten)]
+    profile: hsm::prefetch::Args,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Debug)]
@@ -290,7 +298,8 @@ fn run(cli: Cli) -> Result<()> {
         retries: cli.http_retries,
         ..HttpConfig::default()
     };
-    let source = open_source(&cli.paths[0], http)?;
+    // Access profiles (hsm::prefetch): the source, wrapped if asked.
+    let source = hsm::prefetch::wrap(open_source(&cli.paths[0], http)?, &cli.profile)?;
     let dst_arg = Path::new(&cli.paths[1]);
     let dst = std::fs::canonicalize(dst_arg)
         .with_context(|| format!("destination {}", dst_arg.display()))?;
