@@ -448,7 +448,12 @@ pub(crate) fn make_project(dir: &Path) -> Result<()> {
 
 /// `cargo build --offline` of the project with the toolchain at `tc`, in a
 /// fresh target directory: seconds.
-pub(crate) fn cargo_build(tc: &Path, project: &Path, target: &Path, cargo_home: &Path) -> Result<f64> {
+pub(crate) fn cargo_build(
+    tc: &Path,
+    project: &Path,
+    target: &Path,
+    cargo_home: &Path,
+) -> Result<f64> {
     sys::remove_tree(target)?;
     let path = format!(
         "{}:{}",

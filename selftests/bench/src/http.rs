@@ -68,16 +68,12 @@ pub const LINKS: &[Link] = &[
 
 /// A profile by its id (`1ms`, `10ms`, `50ms`).
 pub fn link(id: &str) -> Result<Link> {
-    LINKS
-        .iter()
-        .copied()
-        .find(|l| l.id == id)
-        .ok_or_else(|| {
-            anyhow!(
-                "no link profile {id:?} (have {})",
-                LINKS.iter().map(|l| l.id).collect::<Vec<_>>().join(", ")
-            )
-        })
+    LINKS.iter().copied().find(|l| l.id == id).ok_or_else(|| {
+        anyhow!(
+            "no link profile {id:?} (have {})",
+            LINKS.iter().map(|l| l.id).collect::<Vec<_>>().join(", ")
+        )
+    })
 }
 
 /// netem on `lo` as the profile says; removed on drop.
@@ -89,8 +85,8 @@ impl Netem {
         let delay = format!("{}us", l.rtt.as_micros() / 2);
         let rate = format!("{}bit", l.rate);
         sys::run(Command::new("tc").args([
-            "qdisc", "add", "dev", "lo", "root", "netem", "delay", &delay, "rate", &rate,
-            "limit", "100000",
+            "qdisc", "add", "dev", "lo", "root", "netem", "delay", &delay, "rate", &rate, "limit",
+            "100000",
         ]))
         .context(
             "tc qdisc add dev lo root netem (needs CONFIG_NET_SCHED, CONFIG_NET_SCH_NETEM and \
@@ -150,7 +146,8 @@ impl Www {
         }
         loopback_up()?;
         sys::remove_tree(dir)?;
-        std::fs::create_dir_all(dir.join("tmp")).with_context(|| format!("mkdir {}", dir.display()))?;
+        std::fs::create_dir_all(dir.join("tmp"))
+            .with_context(|| format!("mkdir {}", dir.display()))?;
         let www = dir.join("www");
         std::fs::create_dir_all(&www)?;
         let t = Instant::now();
@@ -234,8 +231,8 @@ impl Www {
 
     /// Requests and body bytes served since the last call.
     pub fn served(&mut self) -> Result<Served> {
-        let text = std::fs::read(&self.log)
-            .with_context(|| format!("read {}", self.log.display()))?;
+        let text =
+            std::fs::read(&self.log).with_context(|| format!("read {}", self.log.display()))?;
         let new = &text[(self.seen as usize).min(text.len())..];
         // Only whole lines.
         let upto = new.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
@@ -292,7 +289,11 @@ pub fn measure(www: &Www, l: Link, file: &Path, file_size: u64) -> Result<Measur
         let t = Instant::now();
         let b = f.read_at(file, i * 4096, 1)?;
         if b.len() != 1 {
-            bail!("a one-byte request of {} gave {} bytes", file.display(), b.len());
+            bail!(
+                "a one-byte request of {} gave {} bytes",
+                file.display(),
+                b.len()
+            );
         }
         if i > 0 {
             // The first one opened the connection.
@@ -332,10 +333,7 @@ pub fn download_all(url: &str, dst: &Path, conns: usize) -> Result<u64> {
             std::thread::spawn(move || -> Result<()> {
                 let mut f = src.fetcher();
                 loop {
-                    let next = queue
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .pop();
+                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
                     let Some((p, len)) = next else { return Ok(()) };
                     let rel = p.strip_prefix(&dst)?;
                     let out = std::fs::File::options()
@@ -352,7 +350,8 @@ pub fn download_all(url: &str, dst: &Path, conns: usize) -> Result<u64> {
         })
         .collect();
     for t in threads {
-        t.join().map_err(|_| anyhow!("a download thread panicked"))??;
+        t.join()
+            .map_err(|_| anyhow!("a download thread panicked"))??;
     }
     Ok(total)
 }

@@ -74,9 +74,7 @@ pub fn rows(s: &Samples) -> Vec<ModeRow> {
                 bw,
                 rtt,
                 mode,
-                runs: s
-                    .get(&format!("h.{id}.{mode}.secs"))
-                    .map_or(0, |r| r.len()),
+                runs: s.get(&format!("h.{id}.{mode}.secs")).map_or(0, |r| r.len()),
                 secs,
                 bytes: m("bytes").unwrap_or(0.0),
                 requests: m("requests").unwrap_or(0.0),
@@ -288,10 +286,17 @@ mod tests {
         assert!(text.contains("<= 0.2: 0.250: NOT met"), "{text}");
         assert!(text.contains("<= 0.2: 0.150: met"), "{text}");
         assert!(text.contains("<= 1.1: 1.050: met"), "{text}");
-        assert!(text.contains("measured 160.0 Mbit/s (80 % of nominal)"), "{text}");
+        assert!(
+            text.contains("measured 160.0 Mbit/s (80 % of nominal)"),
+            "{text}"
+        );
         let c = csv(&s);
         assert_eq!(c.lines().count(), 4);
-        assert!(c.lines().nth(1).unwrap().starts_with("10ms,10,200,160,12,fault,1,5,"));
+        assert!(c
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("10ms,10,200,160,12,fault,1,5,"));
         assert!(table(&Samples::new(), false).is_none());
     }
 }

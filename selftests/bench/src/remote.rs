@@ -137,7 +137,11 @@ pub fn prefetch_pieces(profile: &Path) -> Result<(u64, u32)> {
         prefetch_chunk: 1 << 20,
         ..Default::default()
     };
-    let p = hsm::prefetch::plan(&hsm::prefetch::read(profile)?, d.prefetch_gap, d.prefetch_chunk);
+    let p = hsm::prefetch::plan(
+        &hsm::prefetch::read(profile)?,
+        d.prefetch_gap,
+        d.prefetch_chunk,
+    );
     Ok((p.len() as u64, d.prefetch_threads))
 }
 
@@ -171,10 +175,25 @@ pub fn run(p: &Plan) -> Result<()> {
             m.rtt.as_secs_f64() * 1e3
         );
         let id = l.id;
-        sample(p.label, &format!("h.{id}.bw_bytes_per_sec"), 0, m.bytes_per_sec);
+        sample(
+            p.label,
+            &format!("h.{id}.bw_bytes_per_sec"),
+            0,
+            m.bytes_per_sec,
+        );
         sample(p.label, &format!("h.{id}.rtt_secs"), 0, m.rtt.as_secs_f64());
-        sample(p.label, &format!("h.{id}.nominal_rtt_secs"), 0, l.rtt.as_secs_f64());
-        sample(p.label, &format!("h.{id}.nominal_bytes_per_sec"), 0, l.rate as f64 / 8.0);
+        sample(
+            p.label,
+            &format!("h.{id}.nominal_rtt_secs"),
+            0,
+            l.rtt.as_secs_f64(),
+        );
+        sample(
+            p.label,
+            &format!("h.{id}.nominal_bytes_per_sec"),
+            0,
+            l.rate as f64 / 8.0,
+        );
         for run in 0..p.runs {
             // fault before prefetch (it records the profile); mmap and full
             // before or after them, alternating.

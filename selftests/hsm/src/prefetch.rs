@@ -138,10 +138,7 @@ pub fn parse(text: &str) -> Result<Vec<Entry>> {
             unescape(p).with_context(|| format!("line {n}"))?
         };
         if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
-            bail!(
-                "line {n}: {} is not a plain relative path",
-                rel.display()
-            );
+            bail!("line {n}: {} is not a plain relative path", rel.display());
         }
         out.push(Entry { rel, start, end });
     }
@@ -167,9 +164,11 @@ pub struct Chunk {
 /// the merged runs cut at multiples of `chunk` from their start, the pieces
 /// in the order of the first profile entry each one overlaps.
 pub fn plan(entries: &[Entry], gap: u64, chunk: u64) -> Vec<Chunk> {
+    /// A range of a file and the index of its profile entry.
+    type Part = (u64, u64, usize);
     let chunk = chunk.max(1);
-    // Per file: (start, end, first entry index), in file order.
-    let mut files: HashMap<&Path, Vec<(u64, u64, usize)>> = HashMap::new();
+    // Per file: its parts, in file order.
+    let mut files: HashMap<&Path, Vec<Part>> = HashMap::new();
     for (i, e) in entries.iter().enumerate() {
         files
             .entry(e.rel.as_path())
@@ -180,7 +179,7 @@ pub fn plan(entries: &[Entry], gap: u64, chunk: u64) -> Vec<Chunk> {
     for (rel, mut v) in files {
         v.sort();
         // Merge into runs, keeping the entries of each run.
-        let mut runs: Vec<(u64, u64, Vec<(u64, u64, usize)>)> = Vec::new();
+        let mut runs: Vec<(u64, u64, Vec<Part>)> = Vec::new();
         for r in v {
             match runs.last_mut() {
                 Some(last) if r.0 <= last.1.saturating_add(gap) => {
@@ -355,11 +354,7 @@ impl ProfiledSource {
     pub fn wait_prefetched(&self) {
         let mut c = lock(&self.sh.cache);
         while self.sh.running.load(Ordering::SeqCst) > 0 {
-            c = self
-                .sh
-                .changed
-                .wait(c)
-                .unwrap_or_else(|e| e.into_inner());
+            c = self.sh.changed.wait(c).unwrap_or_else(|e| e.into_inner());
         }
     }
 }
@@ -582,7 +577,11 @@ impl SourceFile for ProfiledFile<'_> {
                 }
                 Found::Gap(g) => {
                     let want = (g - pos) as usize;
-                    let n = self.f.inner.open(&self.rel)?.read_at(&mut buf[at..at + want], pos)?;
+                    let n = self
+                        .f
+                        .inner
+                        .open(&self.rel)?
+                        .read_at(&mut buf[at..at + want], pos)?;
                     Shared::add(&self.f.sh.stats.miss_bytes, n as u64);
                     pos += n as u64;
                     if n < want {

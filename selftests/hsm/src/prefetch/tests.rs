@@ -55,17 +55,19 @@ impl SourceFile for MemFile {
         let a = (offset as usize).min(data.len());
         let n = buf.len().min(data.len() - a);
         buf[..n].copy_from_slice(&data[a..a + n]);
-        self.m.reads.lock().unwrap().push((
-            self.rel.clone(),
-            offset,
-            offset + n as u64,
-        ));
+        self.m
+            .reads
+            .lock()
+            .unwrap()
+            .push((self.rel.clone(), offset, offset + n as u64));
         Ok(n)
     }
 }
 
 fn content(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+        .collect()
 }
 
 fn mem(files: &[(&str, usize)]) -> Mem {
@@ -115,7 +117,10 @@ fn profile_format_round_trip_and_errors() {
         ("# hsm profile v1\n0 4096 x\n", "line 2"),
         ("# hsm profile v1\n4096\t4096\tx\n", "empty or reversed"),
         ("# hsm profile v1\nx\t4096\ta\n", "not a byte offset"),
-        ("# hsm profile v1\n0\t4096\t../etc/passwd\n", "plain relative"),
+        (
+            "# hsm profile v1\n0\t4096\t../etc/passwd\n",
+            "plain relative",
+        ),
         ("# hsm profile v1\n0\t4096\t/etc/passwd\n", "plain relative"),
     ] {
         let err = format!("{:#}", parse(bad).unwrap_err());
@@ -232,22 +237,34 @@ fn record_then_prefetch() {
     // 8192-byte pieces: tool 0-8192, big 16384-20480, big 40960-49152,
     // tool 16384-20000.
     assert_eq!(prefetched.len(), 4, "{prefetched:?}");
-    assert_eq!(src.stats().bytes.load(Ordering::SeqCst), 8192 + 4096 + 8192 + 3616);
+    assert_eq!(
+        src.stats().bytes.load(Ordering::SeqCst),
+        8192 + 4096 + 8192 + 3616
+    );
     m.reads.lock().unwrap().clear();
     for (rel, s, e) in fills {
         fill(&src, rel, &dst, s, e);
         let want = &m.files[Path::new(rel)][s as usize..e as usize];
         assert_eq!(read_back(&dst, s, e), want, "{rel} {s}-{e}");
     }
-    assert!(m.reads.lock().unwrap().is_empty(), "a fill went to the source");
-    assert_eq!(src.stats().hit_bytes.load(Ordering::SeqCst), 8192 + 4096 + 8192 + 3616);
+    assert!(
+        m.reads.lock().unwrap().is_empty(),
+        "a fill went to the source"
+    );
+    assert_eq!(
+        src.stats().hit_bytes.load(Ordering::SeqCst),
+        8192 + 4096 + 8192 + 3616
+    );
     // All used: the memory is given back.
     assert_eq!(lock(&src.sh.cache).held, 0);
     assert!(lock(&src.sh.cache).files.is_empty());
 
     // A fill beyond what was prefetched goes to the source for the rest.
     fill(&src, "lib/big", &dst, 0, 32768);
-    assert_eq!(read_back(&dst, 0, 32768), &m.files[Path::new("lib/big")][..32768]);
+    assert_eq!(
+        read_back(&dst, 0, 32768),
+        &m.files[Path::new("lib/big")][..32768]
+    );
     assert_eq!(
         *m.reads.lock().unwrap(),
         vec![(PathBuf::from("lib/big"), 0, 32768)]
@@ -264,7 +281,11 @@ fn a_failed_or_skipped_piece_is_fetched_by_the_fill() {
     let profile = tmp("profile2");
     std::fs::write(
         &profile,
-        format!("{HEADER}\n{}{}", line(Path::new("f"), 0, 8192), line(Path::new("f"), 8192, 16384)),
+        format!(
+            "{HEADER}\n{}{}",
+            line(Path::new("f"), 0, 8192),
+            line(Path::new("f"), 8192, 16384)
+        ),
     )
     .unwrap();
     let out = tmp("out2");
@@ -303,7 +324,11 @@ fn a_fill_waits_for_a_piece_in_flight() {
     let mut m = mem(&[("f", 16384)]);
     m.delay = Duration::from_millis(300);
     let profile = tmp("profile3");
-    std::fs::write(&profile, format!("{HEADER}\n{}", line(Path::new("f"), 0, 16384))).unwrap();
+    std::fs::write(
+        &profile,
+        format!("{HEADER}\n{}", line(Path::new("f"), 0, 16384)),
+    )
+    .unwrap();
     let out = tmp("out3");
     let dst = File::options()
         .create(true)
@@ -320,7 +345,10 @@ fn a_fill_waits_for_a_piece_in_flight() {
     // asking the source a second time.
     std::thread::sleep(Duration::from_millis(100));
     fill(&src, "f", &dst, 4096, 8192);
-    assert_eq!(read_back(&dst, 4096, 8192), &m.files[Path::new("f")][4096..8192]);
+    assert_eq!(
+        read_back(&dst, 4096, 8192),
+        &m.files[Path::new("f")][4096..8192]
+    );
     assert_eq!(src.stats().waits.load(Ordering::SeqCst), 1);
     assert_eq!(m.reads.lock().unwrap().len(), 1, "one read: the prefetch");
     let _ = std::fs::remove_file(&profile);
