@@ -14,6 +14,7 @@ use std::fmt::Write as _;
 
 /// The modes, in the table's order, with their descriptions.
 pub const MODES: &[(&str, &str)] = &[
+    ("native", "native copy (local, cold): rustc alone"),
     ("fault", "fault mode (4K fills)"),
     ("prefetch", "fault mode + prefetch of the recorded profile"),
     ("fill64k", "fault mode, --fill-size 64K"),
@@ -169,7 +170,11 @@ pub fn table(s: &Samples, markdown: bool) -> Option<String> {
             format!("{:.0}", r.events),
             format!("{:.0}", r.dep_rtts),
             format!("{} s", num(r.bound())),
-            num(r.secs / r.bound()),
+            if r.bound() > 0.0 {
+                num(r.secs / r.bound())
+            } else {
+                "-".into()
+            },
         ]);
     }
     out.push('\n');

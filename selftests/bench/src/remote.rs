@@ -12,7 +12,9 @@
 //! * `full`: no daemon; every file downloaded whole first (4 connections),
 //!   then run: the time is the download's plus the run's;
 //! * at 10 ms / 200 Mbit also `fill64k` and `fill1m`: fault mode with
-//!   `--fill-size 64K` and `1M` (the 4K row is `fault`).
+//!   `--fill-size 64K` and `1M` (the 4K row is `fault`);
+//! * `native`: the native copy on the local ext4, page cache dropped: the
+//!   program's own time, no network.
 //!
 //! Each is `rustc --version` from its copy, timed from the start of rustc
 //! (the daemon is ready, the page cache dropped before it started; a
@@ -109,6 +111,19 @@ pub fn lazy_run(www: &mut Www, dst: &Path, mode: &str, extra: &[&str]) -> Result
     })
 }
 
+/// `rustc --version` from the native copy, page cache dropped.
+pub fn native_run(native: &Path) -> Result<One> {
+    sys::drop_caches()?;
+    let (secs, version) = sys::rustc_version(native)?;
+    Ok(One {
+        secs,
+        served: http::Served::default(),
+        events: 0,
+        dep_rtts: 0.0,
+        version,
+    })
+}
+
 /// The full copy: download all, then `rustc --version`.
 pub fn full_run(www: &mut Www, dst: &Path) -> Result<One> {
     populate(www, dst)?;
@@ -197,7 +212,7 @@ pub fn run(p: &Plan) -> Result<()> {
         for run in 0..p.runs {
             // fault before prefetch (it records the profile); mmap and full
             // before or after them, alternating.
-            let mut order = vec!["fault", "prefetch"];
+            let mut order = vec!["native", "fault", "prefetch"];
             if l.id == "10ms" {
                 order.extend(["fill64k", "fill1m"]);
             }
@@ -214,6 +229,7 @@ pub fn run(p: &Plan) -> Result<()> {
                     "fill64k" => lazy_run(&mut www, &dst, "fault", &["--fill-size", "64K"])?,
                     "fill1m" => lazy_run(&mut www, &dst, "fault", &["--fill-size", "1M"])?,
                     "mmap" => lazy_run(&mut www, &dst, "mmap", &[])?,
+                    "native" => native_run(p.native)?,
                     _ => full_run(&mut www, &dst)?,
                 };
                 say!(

@@ -30,6 +30,19 @@
 //! * Memory: at most `--prefetch-memory` bytes of prefetched data not yet
 //!   written into stubs are held; the pieces beyond are not prefetched.  A
 //!   piece is freed once fills have used all of it.
+//! * Resident: once a piece is in memory, the thread that fetched it reads
+//!   that range of the stub under DST (`pread`, a plain reader of the lazy
+//!   tree).  The read sends the pre-content event any reader's would; a
+//!   worker fills the range from the piece (from memory, the one fill
+//!   path), and the pages are then in the page cache: the program's later
+//!   faults on them are page-cache hits, which send no event at all, so it
+//!   waits neither for the network nor for a daemon round trip there.  The
+//!   bytes read are compared with the piece: should they differ (a daemon
+//!   that does not answer its own reads), the range is dropped from the
+//!   page cache, an error is logged, and no further range is made resident.
+//!   This relies on `hsm-serve` answering the reads of its own threads like
+//!   any other (it does: the reading thread is never a worker, and it holds
+//!   no lock a fill needs).
 //! * The prefetch starts when the first worker takes its fetcher, i.e. when
 //!   `hsm-serve` is about to print `ready:`; a summary goes to stderr when
 //!   it has finished, and one more (bytes served from memory) at exit.
@@ -42,7 +55,7 @@ use anyhow::{bail, Context, Result};
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Once};
@@ -217,11 +230,13 @@ pub fn plan(entries: &[Entry], gap: u64, chunk: u64) -> Vec<Chunk> {
 }
 
 /// `source` with the profile options of `args`: unchanged without them.
-pub fn wrap(source: Box<dyn Source>, args: &Args) -> Result<Box<dyn Source>> {
+/// `dst`: the stub tree (or stub), where prefetched pieces are made
+/// resident.
+pub fn wrap(source: Box<dyn Source>, args: &Args, dst: &Path) -> Result<Box<dyn Source>> {
     if args.record_profile.is_none() && args.prefetch.is_none() {
         return Ok(source);
     }
-    Ok(Box::new(ProfiledSource::new(source, args)?))
+    Ok(Box::new(ProfiledSource::new(source, args, Some(dst))?))
 }
 
 /// Counters of the prefetch (bytes are bytes of the source).
@@ -239,6 +254,10 @@ pub struct PrefetchStats {
     pub miss_bytes: AtomicU64,
     /// Times a fill waited for a piece being prefetched.
     pub waits: AtomicU64,
+    /// Pieces made resident (read through the stub), and those whose bytes
+    /// read back differed (none is made resident after one).
+    pub resident: AtomicU64,
+    pub mismatched: AtomicU64,
 }
 
 /// A prefetched piece.
@@ -260,6 +279,9 @@ struct Cache {
 
 struct Shared {
     inner: Box<dyn Source>,
+    /// Where pieces are made resident; cleared after a mismatch.
+    dst: Option<PathBuf>,
+    resident_ok: std::sync::atomic::AtomicBool,
     recorder: Option<Mutex<File>>,
     /// The pieces still to prefetch; threads, memory limit.
     queue: Mutex<VecDeque<Chunk>>,
@@ -285,7 +307,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl ProfiledSource {
-    pub fn new(inner: Box<dyn Source>, args: &Args) -> Result<Self> {
+    /// `dst`: where to make prefetched pieces resident (None: kept in
+    /// memory until fills take them).
+    pub fn new(inner: Box<dyn Source>, args: &Args, dst: Option<&Path>) -> Result<Self> {
         let chunks = match &args.prefetch {
             Some(p) => plan(&read(p)?, args.prefetch_gap, args.prefetch_chunk),
             None => Vec::new(),
@@ -304,6 +328,8 @@ impl ProfiledSource {
             prefetching: args.prefetch.is_some(),
             sh: Arc::new(Shared {
                 inner,
+                dst: dst.map(Path::to_path_buf),
+                resident_ok: std::sync::atomic::AtomicBool::new(true),
                 recorder,
                 queue: Mutex::new(chunks.into()),
                 threads: args.prefetch_threads.max(1),
@@ -361,6 +387,7 @@ impl ProfiledSource {
 
 fn prefetch_thread(sh: &Shared) {
     let mut fetcher = sh.inner.fetcher();
+    let mut files: HashMap<PathBuf, File> = HashMap::new();
     loop {
         let Some(c) = lock(&sh.queue).pop_front() else {
             break;
@@ -390,8 +417,13 @@ fn prefetch_thread(sh: &Shared) {
                 Shared::add(&sh.stats.bytes, data.len() as u64);
                 let short = len - data.len() as u64;
                 slots[i].end = c.start + data.len() as u64;
-                slots[i].data = Some(Arc::new(data));
+                let data = Arc::new(data);
+                slots[i].data = Some(data.clone());
                 cache.held -= short;
+                drop(cache);
+                sh.changed.notify_all();
+                sh.make_resident(&mut files, &c.rel, c.start, &data);
+                continue;
             }
             (r, i) => {
                 if let Err(e) = r {
@@ -416,10 +448,11 @@ fn prefetch_thread(sh: &Shared) {
         let secs = lock(&sh.t0).map_or(0.0, |t| t.elapsed().as_secs_f64());
         let s = &sh.stats;
         eprintln!(
-            "hsm-serve: prefetch done in {secs:.2} s: {} pieces, {} bytes; {} failed, {} skipped \
-             (memory limit)",
+            "hsm-serve: prefetch done in {secs:.2} s: {} pieces, {} bytes, {} made resident; {} \
+             failed, {} skipped (memory limit)",
             s.chunks.load(Ordering::Relaxed),
             s.bytes.load(Ordering::Relaxed),
+            s.resident.load(Ordering::Relaxed),
             s.failed.load(Ordering::Relaxed),
             s.skipped.load(Ordering::Relaxed)
         );
@@ -431,6 +464,85 @@ fn prefetch_thread(sh: &Shared) {
 impl Shared {
     fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Read `data.len()` bytes at `start` of the stub `rel` under DST (see
+    /// the module's documentation), check them, and drop the piece.
+    fn make_resident(
+        &self,
+        files: &mut HashMap<PathBuf, File>,
+        rel: &Path,
+        start: u64,
+        data: &[u8],
+    ) {
+        let Some(dst) = &self.dst else { return };
+        if !self.resident_ok.load(Ordering::SeqCst) {
+            return;
+        }
+        let path = if rel.as_os_str().is_empty() {
+            dst.clone()
+        } else {
+            dst.join(rel)
+        };
+        let res = (|| -> Result<bool> {
+            let f = match files.entry(rel.to_path_buf()) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(File::open(&path).with_context(|| format!("open {}", path.display()))?)
+                }
+            };
+            let mut buf = vec![0u8; data.len()];
+            let mut done = 0;
+            while done < buf.len() {
+                let n = nix::sys::uio::pread(&*f, &mut buf[done..], (start + done as u64) as i64)
+                    .with_context(|| {
+                    format!("read {} at {}", path.display(), start + done as u64)
+                })?;
+                if n == 0 {
+                    bail!("{} ends before {}", path.display(), start + done as u64);
+                }
+                done += n;
+            }
+            if buf != data {
+                // Not filled by the daemon: never leave those pages cached.
+                let _ = nix::fcntl::posix_fadvise(
+                    f.as_raw_fd(),
+                    start as i64,
+                    data.len() as i64,
+                    nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+                );
+                return Ok(false);
+            }
+            Ok(true)
+        })();
+        match res {
+            Ok(true) => {
+                Self::add(&self.stats.resident, 1);
+                // Filled (by this read's event or earlier): drop the piece.
+                let mut cache = lock(&self.cache);
+                if let Some(slots) = cache.files.get_mut(rel) {
+                    if let Some(i) = slots.iter().position(|s| s.start == start) {
+                        let s = slots.remove(i);
+                        if slots.is_empty() {
+                            cache.files.remove(rel);
+                        }
+                        cache.held -= s.end - s.start;
+                    }
+                }
+            }
+            Ok(false) => {
+                Self::add(&self.stats.mismatched, 1);
+                self.resident_ok.store(false, Ordering::SeqCst);
+                eprintln!(
+                    "hsm-serve: prefetch: the bytes read back from {} at {start} are not the                      source's: no range is made resident any more",
+                    path.display()
+                );
+            }
+            Err(e) => {
+                // E.g. EIO from a fill that failed: the fills go on as usual.
+                eprintln!("hsm-serve: prefetch: making a piece resident: {e:#}");
+            }
+        }
     }
 
     /// Where `pos` (< `end`) of `rel` is: prefetched data up to some offset,

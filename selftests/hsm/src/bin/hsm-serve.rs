@@ -298,11 +298,12 @@ fn run(cli: Cli) -> Result<()> {
         retries: cli.http_retries,
         ..HttpConfig::default()
     };
-    // Access profiles (hsm::prefetch): the source, wrapped if asked.
-    let source = hsm::prefetch::wrap(open_source(&cli.paths[0], http)?, &cli.profile)?;
+    let source = open_source(&cli.paths[0], http)?;
     let dst_arg = Path::new(&cli.paths[1]);
     let dst = std::fs::canonicalize(dst_arg)
         .with_context(|| format!("destination {}", dst_arg.display()))?;
+    // Access profiles (hsm::prefetch): the source, wrapped if asked.
+    let source = hsm::prefetch::wrap(source, &cli.profile, &dst)?;
     let store = Store::open(&cli.state)?;
     let mask = match cli.mode {
         Mode::Fault => FAN_PRE_ACCESS | FAN_PRE_FAULT,

@@ -213,9 +213,10 @@ fn record_then_prefetch() {
     ];
     // First run: record.  Nothing prefetched; every byte from the source.
     {
-        let src = wrap(Box::new(m.clone()), &args(Some(&profile), None)).unwrap();
+        let src =
+            ProfiledSource::new(Box::new(m.clone()), &args(Some(&profile), None), None).unwrap();
         for (rel, s, e) in fills {
-            fill(&*src, rel, &dst, s, e);
+            fill(&src, rel, &dst, s, e);
         }
     }
     let recorded = read(&profile).unwrap();
@@ -230,7 +231,7 @@ fn record_then_prefetch() {
     m.reads.lock().unwrap().clear();
 
     // Second run: prefetch, then the same fills find everything in memory.
-    let src = ProfiledSource::new(Box::new(m.clone()), &args(None, Some(&profile))).unwrap();
+    let src = ProfiledSource::new(Box::new(m.clone()), &args(None, Some(&profile)), None).unwrap();
     src.start();
     src.wait_prefetched();
     let prefetched = m.reads.lock().unwrap().clone();
@@ -296,7 +297,7 @@ fn a_failed_or_skipped_piece_is_fetched_by_the_fill() {
         .write(true)
         .open(&out)
         .unwrap();
-    let src = ProfiledSource::new(Box::new(m.clone()), &args(None, Some(&profile))).unwrap();
+    let src = ProfiledSource::new(Box::new(m.clone()), &args(None, Some(&profile)), None).unwrap();
     src.start();
     src.wait_prefetched();
     assert_eq!(src.stats().failed.load(Ordering::SeqCst), 1);
@@ -310,7 +311,7 @@ fn a_failed_or_skipped_piece_is_fetched_by_the_fill() {
     let mut a = args(None, Some(&profile));
     a.prefetch_memory = 8192;
     a.prefetch_threads = 1;
-    let src = ProfiledSource::new(Box::new(mem(&[("f", 32768)])), &a).unwrap();
+    let src = ProfiledSource::new(Box::new(mem(&[("f", 32768)])), &a, None).unwrap();
     src.start();
     src.wait_prefetched();
     assert_eq!(src.stats().skipped.load(Ordering::SeqCst), 1);
@@ -339,7 +340,7 @@ fn a_fill_waits_for_a_piece_in_flight() {
         .unwrap();
     let mut a = args(None, Some(&profile));
     a.prefetch_chunk = 16384;
-    let src = ProfiledSource::new(Box::new(m.clone()), &a).unwrap();
+    let src = ProfiledSource::new(Box::new(m.clone()), &a, None).unwrap();
     src.start();
     // The piece is in flight (300 ms): the fill waits for it rather than
     // asking the source a second time.
@@ -357,6 +358,42 @@ fn a_fill_waits_for_a_piece_in_flight() {
 
 #[test]
 fn without_options_the_source_is_unchanged() {
-    let src = wrap(Box::new(mem(&[])), &Args::default()).unwrap();
+    let src = wrap(Box::new(mem(&[])), &Args::default(), Path::new("/")).unwrap();
     assert_eq!(src.name(), "mem");
+}
+
+#[test]
+fn resident_pieces_are_read_back_and_checked() {
+    let m = mem(&[("f", 16384)]);
+    let profile = tmp("profile4");
+    std::fs::write(
+        &profile,
+        format!("{HEADER}\n{}", line(Path::new("f"), 0, 16384)),
+    )
+    .unwrap();
+    let dst = tmp("dst4");
+    std::fs::create_dir(&dst).unwrap();
+    // A DST whose file already holds the source's bytes (as a daemon's
+    // fill would make it): the pieces are read back, found right, dropped.
+    std::fs::write(dst.join("f"), &m.files[Path::new("f")]).unwrap();
+    let a = args(None, Some(&profile));
+    let src = ProfiledSource::new(Box::new(m.clone()), &a, Some(&dst)).unwrap();
+    src.start();
+    src.wait_prefetched();
+    assert_eq!(src.stats().resident.load(Ordering::SeqCst), 2);
+    assert_eq!(src.stats().mismatched.load(Ordering::SeqCst), 0);
+    assert_eq!(lock(&src.sh.cache).held, 0, "resident pieces are dropped");
+    // A DST of zeros (nobody filled it): a mismatch, and no more pieces
+    // made resident; the pieces stay for the fills.
+    std::fs::write(dst.join("f"), vec![0u8; 16384]).unwrap();
+    let mut a = args(None, Some(&profile));
+    a.prefetch_threads = 1;
+    let src = ProfiledSource::new(Box::new(m.clone()), &a, Some(&dst)).unwrap();
+    src.start();
+    src.wait_prefetched();
+    assert_eq!(src.stats().mismatched.load(Ordering::SeqCst), 1);
+    assert_eq!(src.stats().resident.load(Ordering::SeqCst), 0);
+    assert_eq!(lock(&src.sh.cache).held, 16384);
+    let _ = std::fs::remove_file(&profile);
+    let _ = std::fs::remove_dir_all(&dst);
 }
