@@ -46,7 +46,8 @@ HTTP_MODES = {"fault": ("fault mode", "tab:blue"),
               "mmap": ("mmap mode", "tab:red"),
               "full": ("full copy, then run", "tab:purple"),
               "fill64k": ("fault, --fill-size 64K", "tab:cyan"),
-              "fill1m": ("fault, --fill-size 1M", "tab:olive")}
+              "fill1m": ("fault, --fill-size 1M", "tab:olive"),
+              "prefetch4m": ("fault + prefetch, 4 MiB pieces", "tab:brown")}
 ICOUNT_COLUMNS = ("scenario", "variant", "reference", "ref_min",
                   "patched_min", "patched_median", "ratio_min", "spread",
                   "target", "verdict", "events")
@@ -230,7 +231,7 @@ def plot_http(src, title):
         x = [xs[r["link"]] for r in mrows]
         t = [number(r, "secs", src) for r in mrows]
         b = [number(r, "bound_secs", src) for r in mrows]
-        small = mode.startswith("fill")
+        small = mode.startswith("fill") or mode == "prefetch4m"
         ax.plot(x, t, "o" if small else "o-", color=colour,
                 markersize=5 if small else 8, label=f"{label}: measured")
         ax.plot(x, b, marker="_", linestyle="none" if small else "--",

@@ -144,7 +144,7 @@ fn remote_demo(
     ] {
         let one = match name {
             "fault" => remote::lazy_run(&mut www, &dst, "fault", &["--record-profile", &prof])?,
-            "prefetch" => remote::prefetch_run(&mut www, &dst, &profile)?,
+            "prefetch" => remote::prefetch_run(&mut www, &dst, &profile, None)?,
             _ => remote::lazy_run(&mut www, &dst, "mmap", &[])?,
         };
         let bound = one.served.bytes as f64 / m.bytes_per_sec + one.dep_rtts * m.rtt.as_secs_f64();

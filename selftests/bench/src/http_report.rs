@@ -17,6 +17,7 @@ pub const MODES: &[(&str, &str)] = &[
     ("native", "native copy (local, cold): rustc alone"),
     ("fault", "fault mode (4K fills)"),
     ("prefetch", "fault mode + prefetch of the recorded profile"),
+    ("prefetch4m", "the same, prefetch in 4 MiB pieces"),
     ("fill64k", "fault mode, --fill-size 64K"),
     ("fill1m", "fault mode, --fill-size 1M"),
     ("mmap", "mmap mode"),

@@ -11,8 +11,9 @@
 //! * `mmap`: `--mode mmap`;
 //! * `full`: no daemon; every file downloaded whole first (4 connections),
 //!   then run: the time is the download's plus the run's;
-//! * at 10 ms / 200 Mbit also `fill64k` and `fill1m`: fault mode with
-//!   `--fill-size 64K` and `1M` (the 4K row is `fault`);
+//! * at 10 ms / 200 Mbit also `prefetch4m` (the prefetch in 4 MiB pieces,
+//!   `--prefetch-chunk 4M`), `fill64k` and `fill1m` (fault mode with
+//!   `--fill-size 64K` and `1M`; the 4K row is `fault`);
 //! * `native`: the native copy on the local ext4, page cache dropped: the
 //!   program's own time, no network.
 //!
@@ -144,12 +145,12 @@ pub fn full_run(www: &mut Www, dst: &Path) -> Result<One> {
 }
 
 /// The prefetch's requests (pieces) for a profile file with hsm-serve's
-/// default prefetch options.
-pub fn prefetch_pieces(profile: &Path) -> Result<(u64, u32)> {
+/// default prefetch options but the piece size `chunk`.
+pub fn prefetch_pieces(profile: &Path, chunk: u64) -> Result<(u64, u32)> {
     let d = hsm::prefetch::Args {
         prefetch_threads: 4,
         prefetch_gap: 64 << 10,
-        prefetch_chunk: 1 << 20,
+        prefetch_chunk: chunk,
         ..Default::default()
     };
     let p = hsm::prefetch::plan(
@@ -160,12 +161,18 @@ pub fn prefetch_pieces(profile: &Path) -> Result<(u64, u32)> {
     Ok((p.len() as u64, d.prefetch_threads))
 }
 
-/// A fault-mode run with `--prefetch profile`: its dependent round trips
-/// are the demand requests plus the pieces over the prefetch threads.
-pub fn prefetch_run(www: &mut Www, dst: &Path, profile: &Path) -> Result<One> {
-    let (pieces, threads) = prefetch_pieces(profile)?;
+/// A fault-mode run with `--prefetch profile` (pieces of `chunk` bytes,
+/// hsm-serve's default 1M if None): its dependent round trips are the
+/// demand requests plus the pieces over the prefetch threads.
+pub fn prefetch_run(www: &mut Www, dst: &Path, profile: &Path, chunk: Option<u64>) -> Result<One> {
+    let (pieces, threads) = prefetch_pieces(profile, chunk.unwrap_or(1 << 20))?;
     let p = profile.to_string_lossy().into_owned();
-    let mut one = lazy_run(www, dst, "fault", &["--prefetch", &p])?;
+    let c = chunk.map(|c| c.to_string());
+    let mut args = vec!["--prefetch", &p];
+    if let Some(c) = &c {
+        args.extend(["--prefetch-chunk", c]);
+    }
+    let mut one = lazy_run(www, dst, "fault", &args)?;
     let demand = one.served.requests.saturating_sub(pieces);
     one.dep_rtts = demand as f64 + (pieces as f64 / threads as f64).ceil();
     Ok(one)
@@ -214,7 +221,7 @@ pub fn run(p: &Plan) -> Result<()> {
             // before or after them, alternating.
             let mut order = vec!["native", "fault", "prefetch"];
             if l.id == "10ms" {
-                order.extend(["fill64k", "fill1m"]);
+                order.extend(["prefetch4m", "fill64k", "fill1m"]);
             }
             if run % 2 == 0 {
                 order.extend(["mmap", "full"]);
@@ -225,7 +232,8 @@ pub fn run(p: &Plan) -> Result<()> {
                 let prof = profile.to_string_lossy().into_owned();
                 let one = match mode {
                     "fault" => lazy_run(&mut www, &dst, "fault", &["--record-profile", &prof])?,
-                    "prefetch" => prefetch_run(&mut www, &dst, &profile)?,
+                    "prefetch" => prefetch_run(&mut www, &dst, &profile, None)?,
+                    "prefetch4m" => prefetch_run(&mut www, &dst, &profile, Some(4 << 20))?,
                     "fill64k" => lazy_run(&mut www, &dst, "fault", &["--fill-size", "64K"])?,
                     "fill1m" => lazy_run(&mut www, &dst, "fault", &["--fill-size", "1M"])?,
                     "mmap" => lazy_run(&mut www, &dst, "mmap", &[])?,

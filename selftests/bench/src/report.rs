@@ -425,6 +425,16 @@ pub const RATIOS: &[RatioDef] = &[
         target: Some(Target::AtMost(0.2)),
     },
     RatioDef {
+        id: "H10 prefetch4M",
+        what: "the same, with hsm-serve --prefetch --prefetch-chunk 4M / mmap mode",
+        source: Patched {
+            num: "h.10ms.prefetch4m.secs",
+            den: "h.10ms.mmap.secs",
+        },
+        unit: "s",
+        target: Some(Target::AtMost(0.2)),
+    },
+    RatioDef {
         id: "H10 fill64K",
         what: "the same, fault mode with hsm-serve --fill-size 64K / mmap mode",
         source: Patched {
