@@ -41,7 +41,8 @@ RATIO_COLUMNS = ("id", "pairing", "runs", "value", "min", "max",
 HTTP_COLUMNS = ("link", "rtt_ms", "rate_mbit", "measured_mbit",
                 "measured_rtt_ms", "mode", "runs", "secs", "bytes",
                 "requests", "events", "dep_rtts", "bound_secs")
-HTTP_MODES = {"fault": ("fault mode", "tab:blue"),
+HTTP_MODES = {"native": ("native copy (local), rustc alone", "grey"),
+              "fault": ("fault mode", "tab:blue"),
               "prefetch": ("fault mode + prefetch", "tab:green"),
               "mmap": ("mmap mode", "tab:red"),
               "full": ("full copy, then run", "tab:purple"),
@@ -234,10 +235,13 @@ def plot_http(src, title):
         small = mode.startswith("fill") or mode == "prefetch4m"
         ax.plot(x, t, "o" if small else "o-", color=colour,
                 markersize=5 if small else 8, label=f"{label}: measured")
-        ax.plot(x, b, marker="_", linestyle="none" if small else "--",
-                color=colour, alpha=0.7, markersize=16,
-                label=f"{label}: bound")
+        if any(v > 0 for v in b):
+            ax.plot(x, b, marker="_", linestyle="none" if small else "--",
+                    color=colour, alpha=0.7, markersize=16,
+                    label=f"{label}: bound")
         for xi, ti, r in zip(x, t, mrows):
+            if mode == "native":
+                continue
             ax.annotate(f"{ti:.2f} s, {number(r, 'bytes', src) / 1e6:.0f} MB",
                         (xi, ti), xytext=(6, 2), textcoords="offset points",
                         fontsize=7, color=colour)
