@@ -45,7 +45,10 @@
 //!   [`hsm::prefetch`]): record the ranges this run fills, in order; or
 //!   prefetch those of an earlier run in the background, in parallel, into
 //!   memory, where the fills find them (a wrapper of the source: the fill
-//!   path is the same).
+//!   path is the same), and read each piece back through its stub, so that
+//!   a worker fills it and the program's faults there find it cached.  The
+//!   prefetch threads are plain readers of DST: this relies on the daemon
+//!   answering them like any other reader.
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{CommandFactory, Parser, ValueEnum};
