@@ -4,6 +4,7 @@
 
 Usage: bench-plot.py RATIOS.csv OUT.png [TITLE]
        bench-plot.py --icount ICOUNT.csv OUT.png [TITLE]
+       bench-plot.py --http HTTP.csv OUT.png [TITLE]
 
 RATIOS.csv (`fpc-bench report --csv`, the wall-clock ratios): one panel
 per part (P1..P5), each with its own linear axis so that a ratio of 1.003
@@ -18,6 +19,13 @@ operation): one panel per variant (none, key-on, hsm-filled), per scenario
 the ratio of the minimums with its spread as error bars and the variant's
 target as a red line; dot colours as above (orange: "not resolvable").
 Rows without a reference (fault-event) are listed under the plot.
+
+HTTP.csv (`fpc-bench report --http-csv`, the HTTP source over netem link
+profiles): time to `rustc --version` output per link profile (x, with the
+bandwidth and round trip measured on it) for each mode (fault, fault +
+prefetch, mmap, full copy; the --fill-size rows as smaller markers), each
+mode's physical bound (bytes / measured bandwidth + dependent round trips x
+measured round trip) as a dashed line of the same colour; log time axis.
 """
 import argparse
 import csv
@@ -30,6 +38,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 RATIO_COLUMNS = ("id", "pairing", "runs", "value", "min", "max",
                  "noise_floor", "target_op", "target", "met")
+HTTP_COLUMNS = ("link", "rtt_ms", "rate_mbit", "measured_mbit",
+                "measured_rtt_ms", "mode", "runs", "secs", "bytes",
+                "requests", "events", "dep_rtts", "bound_secs")
+HTTP_MODES = {"native": ("native copy (local), rustc alone", "grey"),
+              "fault": ("fault mode", "tab:blue"),
+              "prefetch": ("fault mode + prefetch", "tab:green"),
+              "mmap": ("mmap mode", "tab:red"),
+              "full": ("full copy, then run", "tab:purple"),
+              "fill64k": ("fault, --fill-size 64K", "tab:cyan"),
+              "fill1m": ("fault, --fill-size 1M", "tab:olive"),
+              "prefetch4m": ("fault + prefetch, 4 MiB pieces", "tab:brown")}
 ICOUNT_COLUMNS = ("scenario", "variant", "reference", "ref_min",
                   "patched_min", "patched_median", "ratio_min", "spread",
                   "target", "verdict", "events")
@@ -195,18 +214,71 @@ def plot_icount(src, title):
     return fig
 
 
+def plot_http(src, title):
+    rows = read_rows(src, HTTP_COLUMNS,
+                     "an HTTP CSV (fpc-bench report --http-csv)")
+    links = []
+    for r in rows:
+        if r["link"] not in [k["link"] for k in links]:
+            links.append(r)
+    links.sort(key=lambda r: number(r, "rtt_ms", src))
+    xs = {r["link"]: i for i, r in enumerate(links)}
+    fig, ax = plt.subplots(figsize=(10, 6))
+    for mode, (label, colour) in HTTP_MODES.items():
+        mrows = sorted((r for r in rows if r["mode"] == mode),
+                       key=lambda r: xs[r["link"]])
+        if not mrows:
+            continue
+        x = [xs[r["link"]] for r in mrows]
+        t = [number(r, "secs", src) for r in mrows]
+        b = [number(r, "bound_secs", src) for r in mrows]
+        small = mode.startswith("fill") or mode == "prefetch4m"
+        ax.plot(x, t, "o" if small else "o-", color=colour,
+                markersize=5 if small else 8, label=f"{label}: measured")
+        if any(v > 0 for v in b):
+            ax.plot(x, b, marker="_", linestyle="none" if small else "--",
+                    color=colour, alpha=0.7, markersize=16,
+                    label=f"{label}: bound")
+        for xi, ti, r in zip(x, t, mrows):
+            if mode == "native":
+                continue
+            ax.annotate(f"{ti:.2f} s, {number(r, 'bytes', src) / 1e6:.0f} MB",
+                        (xi, ti), xytext=(6, 2), textcoords="offset points",
+                        fontsize=7, color=colour)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(links)))
+    ax.set_xticklabels(
+        [f"{float(r['rtt_ms']):.0f} ms / {float(r['rate_mbit']):.0f} Mbit/s\n"
+         f"(measured {float(r['measured_mbit']):.0f} Mbit/s, "
+         f"{float(r['measured_rtt_ms']):.1f} ms)" for r in links])
+    ax.set_xlim(-0.3, len(links) - 0.3)
+    ax.set_ylabel("time to rustc --version output (s, log)")
+    ax.set_xlabel("link profile (netem on lo: RTT / rate)\nbound = bytes / "
+                  "measured bandwidth + dependent round trips x measured "
+                  "round trip")
+    ax.grid(axis="y", which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
 def main():
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         epilog="See the module docstring of scripts/bench-plot.py.")
-    ap.add_argument("--icount", action="store_true",
-                    help="CSV is fpc-bench icount-report --csv")
+    kind = ap.add_mutually_exclusive_group()
+    kind.add_argument("--icount", action="store_true",
+                      help="CSV is fpc-bench icount-report --csv")
+    kind.add_argument("--http", action="store_true",
+                      help="CSV is fpc-bench report --http-csv")
     ap.add_argument("csv", help="the CSV to plot")
     ap.add_argument("png", help="the PNG to write")
     ap.add_argument("title", nargs="?", help="the plot's title")
     a = ap.parse_args()
     if a.icount:
         fig = plot_icount(a.csv, a.title or "fpc-bench instruction counts")
+    elif a.http:
+        fig = plot_http(a.csv, a.title or "fpc-bench: HTTP source")
     else:
         fig = plot_ratios(a.csv, a.title or "fpc-bench ratios")
     fig.tight_layout()

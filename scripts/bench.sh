@@ -9,7 +9,10 @@
 #    the mean of the two base boots, whose difference is the noise floor)
 #    and plot them (matplotlib, in a venv under $FPC_CACHE).  The guests
 #    also measure the --nosync, --host-source and --fill-size 1M variants
-#    (hsm-serve --fill-size 1M: rows P2/P3/P4 fill).
+#    (hsm-serve --fill-size 1M: rows P2/P3/P4 fill), and the patched guest
+#    the HTTP source (parts http, http-p4: nginx in the guest over three
+#    link profiles shaped with netem; rows H1/H10/H50/HP4, the table of
+#    time, bytes and physical bound per link and mode, http.png).
 # At the end it prints both tables.
 #
 # Usage: scripts/bench.sh [--patched DIR] [--base DIR] [--out DIR] [--quick] [--icount | --no-icount] [-- GUEST-ARGS...]
@@ -65,6 +68,8 @@ start=$(date +%s)
 need_setup=0
 command -v vng >/dev/null || need_setup=1
 command -v bindfs >/dev/null || need_setup=1
+command -v nginx >/dev/null || need_setup=1
+command -v tc >/dev/null || need_setup=1
 [ $need_setup = 0 ] || "$FPC_TOP/scripts/setup.sh"
 fpc_bench_kernels
 
@@ -107,7 +112,7 @@ run_guest() { # label kernel parts
 	info "$label: $((SECONDS - t0)) s"
 }
 run_guest base "$base" p1
-run_guest patched "$patched" p1,p2,p3,p4,p5
+run_guest patched "$patched" p1,p2,p3,p4,p5,http,http-p4
 run_guest base2 "$base" p1
 
 if [ $icount = both ]; then
@@ -116,7 +121,7 @@ if [ $icount = both ]; then
 	echo
 	cat "$out/icount/icount.md"
 	echo
-	echo "== Wall clock ($out: table.txt, table.md, ratios.csv, ratios.png)"
+	echo "== Wall clock ($out: table.txt, table.md, ratios.csv, ratios.png, http.csv, http.png)"
 	echo
 fi
 {
@@ -126,12 +131,17 @@ fi
 	echo "toolchain: $("$toolchain/bin/rustc" --version)"
 	echo
 	"$bin" report --base "$out/base.log" --patched "$out/patched.log" --control "$out/base2.log" \
-		--csv "$out/ratios.csv"
+		--csv "$out/ratios.csv" --http-csv "$out/http.csv"
 } | tee "$out/table.txt"
 "$bin" report --base "$out/base.log" --patched "$out/patched.log" --control "$out/base2.log" \
 	--markdown >"$out/table.md"
 "$FPC_PLOT_PYTHON" "$FPC_TOP/scripts/bench-plot.py" "$out/ratios.csv" "$out/ratios.png" \
 	"fpc-bench $(date -u +%Y-%m-%d): patched vs base, TCG guest" >/dev/null ||
 	die "plot failed"
-info "results in $out: table.txt, table.md, ratios.csv, ratios.png, {base,patched,base2}.log$([ $icount = no ] || echo ', icount/')"
+if [ "$(wc -l <"$out/http.csv")" -gt 1 ]; then
+	"$FPC_PLOT_PYTHON" "$FPC_TOP/scripts/bench-plot.py" --http "$out/http.csv" "$out/http.png" \
+		"fpc-bench $(date -u +%Y-%m-%d): rustc --version from nginx over netem, TCG guest" >/dev/null ||
+		die "HTTP plot failed"
+fi
+info "results in $out: table.txt, table.md, ratios.csv, ratios.png, http.csv, http.png, {base,patched,base2}.log$([ $icount = no ] || echo ', icount/')"
 info "bench.sh wall time: $(( $(date +%s) - start )) s"

@@ -46,6 +46,9 @@ pub struct Plan {
     pub fill_size: Option<u64>,
     /// Top-level paths of the toolchain left out of the copies.
     pub exclude: Vec<String>,
+    /// The HTTP part: link profiles, runs.
+    pub links: Vec<crate::http::Link>,
+    pub http_runs: usize,
 }
 
 struct Ctx<'a> {
@@ -74,7 +77,9 @@ impl Ctx<'_> {
 
 pub fn run(plan: &Plan) -> Result<()> {
     let wants = |p: &str| plan.parts.iter().any(|x| x == p);
-    let copies = ["p2", "p3", "p4", "p5"].iter().any(|p| wants(p));
+    let copies = ["p2", "p3", "p4", "p5", "http", "http-p4"]
+        .iter()
+        .any(|p| wants(p));
     if copies && !plan.toolchain.join("bin/rustc").is_file() {
         bail!(
             "{} has no bin/rustc: not a toolchain (use rustc --print sysroot)",
@@ -112,6 +117,25 @@ pub fn run(plan: &Plan) -> Result<()> {
     }
     if wants("p5") {
         p5(&cx).context("P5")?;
+    }
+    if wants("http") || wants("http-p4") {
+        let native = cx.native();
+        let work = plan.scratch.join("http-p4");
+        crate::remote::run(&crate::remote::Plan {
+            label: &plan.label,
+            mnt: &cx.fs.mnt,
+            http_dir: &plan.scratch.join("http"),
+            native: &native,
+            links: if wants("http") {
+                plan.links.clone()
+            } else {
+                Vec::new()
+            },
+            runs: plan.http_runs,
+            p4: wants("http-p4"),
+            work: &work,
+        })
+        .context("HTTP part")?;
     }
     say!("done");
     Ok(())
@@ -389,7 +413,7 @@ fn p23(cx: &Ctx) -> Result<()> {
 
 /// A small Rust project with no dependencies (a few hundred lines using
 /// std collections, traits, generics, formatting).
-fn make_project(dir: &Path) -> Result<()> {
+pub(crate) fn make_project(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir.join("src")).with_context(|| format!("mkdir {}", dir.display()))?;
     std::fs::write(
         dir.join("Cargo.toml"),
@@ -423,7 +447,12 @@ fn make_project(dir: &Path) -> Result<()> {
 
 /// `cargo build --offline` of the project with the toolchain at `tc`, in a
 /// fresh target directory: seconds.
-fn cargo_build(tc: &Path, project: &Path, target: &Path, cargo_home: &Path) -> Result<f64> {
+pub(crate) fn cargo_build(
+    tc: &Path,
+    project: &Path,
+    target: &Path,
+    cargo_home: &Path,
+) -> Result<f64> {
     sys::remove_tree(target)?;
     let path = format!(
         "{}:{}",

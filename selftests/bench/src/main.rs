@@ -14,8 +14,11 @@
 
 mod demo;
 mod guest;
+mod http;
+mod http_report;
 mod icount;
 mod icount_report;
+mod remote;
 mod report;
 mod sys;
 
@@ -44,7 +47,8 @@ enum Cmd {
     Guest(GuestArgs),
     /// Compute the ratios from the logs of the two kernels' guest runs.
     Report(ReportArgs),
-    /// rustc --version from lazy copies of the toolchain, fault vs mmap mode (in the VM).
+    /// rustc --version from lazy copies of the toolchain served by nginx over a
+    /// shaped link, fault vs mmap mode (in the VM).
     Demo(DemoArgs),
     /// Kernel instructions per page fault and per syscall, in marker-delimited
     /// windows (in the VM, one vCPU, under the icount plugin): prints
@@ -136,10 +140,22 @@ struct GuestArgs {
     #[arg(long, value_parser = word)]
     label: String,
     /// Parts to run, comma-separated: p1,p2,p3,p4,p5 (p2 and p3 are one
-    /// measurement).
+    /// measurement), http (rustc --version from nginx over the --links
+    /// profiles: fault, fault + prefetch, mmap, full copy; --fill-size
+    /// 64K and 1M at 10ms), http-p4 (cargo build from an HTTP-backed lazy
+    /// copy at 10ms, cold and filled, vs native).
     #[arg(long, default_value = "p1,p2,p3,p4,p5", value_delimiter = ',',
-          value_parser = clap::builder::PossibleValuesParser::new(["p1", "p2", "p3", "p4", "p5"]))]
+          value_parser = clap::builder::PossibleValuesParser::new(
+              ["p1", "p2", "p3", "p4", "p5", "http", "http-p4"]))]
     parts: Vec<String>,
+    /// Link profiles of the http part (RTT / rate): 1ms (1 Gbit/s), 10ms
+    /// (200 Mbit/s), 50ms (50 Mbit/s).
+    #[arg(long, default_value = "1ms,10ms,50ms", value_delimiter = ',',
+          value_parser = clap::builder::PossibleValuesParser::new(["1ms", "10ms", "50ms"]))]
+    links: Vec<String>,
+    /// Runs of the http and http-p4 parts.
+    #[arg(long, default_value_t = 1, value_parser = runs)]
+    http_runs: usize,
     /// Directory for the ext4 image and the work files.
     #[arg(long, default_value = "/tmp/fpc-bench")]
     scratch: PathBuf,
@@ -201,6 +217,10 @@ struct ReportArgs {
     /// Also write the ratios as CSV (for scripts/bench-plot.py).
     #[arg(long)]
     csv: Option<PathBuf>,
+    /// Also write the HTTP part's rows (time, bytes, bound per link and
+    /// mode) as CSV (for scripts/bench-plot.py --http).
+    #[arg(long)]
+    http_csv: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -217,6 +237,14 @@ struct DemoArgs {
     /// Top-level paths of the toolchain not populated (comma-separated; "" for none).
     #[arg(long, default_value = "share/doc", value_delimiter = ',')]
     exclude: Vec<String>,
+    /// The link between the lazy copy and nginx: 1ms (1 Gbit/s), 10ms
+    /// (200 Mbit/s) or 50ms (50 Mbit/s).
+    #[arg(long, default_value = "10ms",
+          value_parser = clap::builder::PossibleValuesParser::new(["1ms", "10ms", "50ms"]))]
+    link: String,
+    /// Fill from the toolchain directory instead of nginx (no network).
+    #[arg(long)]
+    local: bool,
 }
 
 fn size(s: &str) -> Result<u64, String> {
@@ -286,6 +314,12 @@ fn run(cli: Cli) -> Result<()> {
                 host_source: a.host_source,
                 fill_size: a.fill_size,
                 exclude: clean(a.exclude),
+                links: a
+                    .links
+                    .iter()
+                    .map(|l| http::link(l))
+                    .collect::<Result<_>>()?,
+                http_runs: a.http_runs,
             })
         }
         Cmd::Report(a) => {
@@ -303,13 +337,30 @@ fn run(cli: Cli) -> Result<()> {
             };
             let rows = report::compute(&base, &patched, control.as_ref());
             print!("{}", report::table(&rows, a.markdown));
+            if let Some(t) = http_report::table(&patched, a.markdown) {
+                print!("{t}");
+            }
             if let Some(p) = a.csv {
                 std::fs::write(&p, report::csv(&rows))
                     .with_context(|| format!("write {}", p.display()))?;
             }
+            if let Some(p) = a.http_csv {
+                std::fs::write(&p, http_report::csv(&patched))
+                    .with_context(|| format!("write {}", p.display()))?;
+            }
             Ok(())
         }
-        Cmd::Demo(a) => demo::run(&a.toolchain, &a.scratch, a.image_size, &clean(a.exclude)),
+        Cmd::Demo(a) => demo::run(&demo::Plan {
+            toolchain: &a.toolchain,
+            scratch: &a.scratch,
+            image_size: a.image_size,
+            exclude: &clean(a.exclude),
+            link: if a.local {
+                None
+            } else {
+                Some(http::link(&a.link)?)
+            },
+        }),
         Cmd::Icount(a) => {
             let mut variants = a.variant;
             variants.sort();

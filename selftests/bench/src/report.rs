@@ -364,6 +364,176 @@ pub const RATIOS: &[RatioDef] = &[
         unit: "MB/s",
         target: None,
     },
+    RatioDef {
+        id: "H1 fault",
+        what: "rustc --version from nginx over 1 ms RTT / 1 Gbit/s: time fault mode / mmap mode",
+        source: Patched {
+            num: "h.1ms.fault.secs",
+            den: "h.1ms.mmap.secs",
+        },
+        unit: "s",
+        target: None,
+    },
+    RatioDef {
+        id: "H1 prefetch",
+        what: "the same, fault mode with hsm-serve --prefetch (the profile the fault run recorded) / mmap mode",
+        source: Patched {
+            num: "h.1ms.prefetch.secs",
+            den: "h.1ms.mmap.secs",
+        },
+        unit: "s",
+        target: None,
+    },
+    RatioDef {
+        id: "H1 full",
+        what: "the same, full copy (download everything over 4 connections, then run) / mmap mode",
+        source: Patched {
+            num: "h.1ms.full.secs",
+            den: "h.1ms.mmap.secs",
+        },
+        unit: "s",
+        target: None,
+    },
+    RatioDef {
+        id: "H1 bytes",
+        what: "bytes nginx sent: fault mode / mmap mode",
+        source: Patched {
+            num: "h.1ms.fault.bytes",
+            den: "h.1ms.mmap.bytes",
+        },
+        unit: "bytes",
+        target: None,
+    },
+    RatioDef {
+        id: "H10 fault",
+        what: "rustc --version from nginx over 10 ms RTT / 200 Mbit/s: time fault mode / mmap mode",
+        source: Patched {
+            num: "h.10ms.fault.secs",
+            den: "h.10ms.mmap.secs",
+        },
+        unit: "s",
+        target: Some(Target::AtMost(0.2)),
+    },
+    RatioDef {
+        id: "H10 prefetch",
+        what: "the same, fault mode with hsm-serve --prefetch (the profile the fault run recorded) / mmap mode",
+        source: Patched {
+            num: "h.10ms.prefetch.secs",
+            den: "h.10ms.mmap.secs",
+        },
+        unit: "s",
+        target: Some(Target::AtMost(0.2)),
+    },
+    RatioDef {
+        id: "H10 prefetch4M",
+        what: "the same, with hsm-serve --prefetch --prefetch-chunk 4M / mmap mode",
+        source: Patched {
+            num: "h.10ms.prefetch4m.secs",
+            den: "h.10ms.mmap.secs",
+        },
+        unit: "s",
+        target: Some(Target::AtMost(0.2)),
+    },
+    RatioDef {
+        id: "H10 fill64K",
+        what: "the same, fault mode with hsm-serve --fill-size 64K / mmap mode",
+        source: Patched {
+            num: "h.10ms.fill64k.secs",
+            den: "h.10ms.mmap.secs",
+        },
+        unit: "s",
+        target: Some(Target::AtMost(0.2)),
+    },
+    RatioDef {
+        id: "H10 fill1M",
+        what: "the same, fault mode with hsm-serve --fill-size 1M / mmap mode",
+        source: Patched {
+            num: "h.10ms.fill1m.secs",
+            den: "h.10ms.mmap.secs",
+        },
+        unit: "s",
+        target: Some(Target::AtMost(0.2)),
+    },
+    RatioDef {
+        id: "H10 full",
+        what: "the same, full copy (download everything over 4 connections, then run) / mmap mode",
+        source: Patched {
+            num: "h.10ms.full.secs",
+            den: "h.10ms.mmap.secs",
+        },
+        unit: "s",
+        target: None,
+    },
+    RatioDef {
+        id: "H10 bytes",
+        what: "bytes nginx sent: fault mode / mmap mode",
+        source: Patched {
+            num: "h.10ms.fault.bytes",
+            den: "h.10ms.mmap.bytes",
+        },
+        unit: "bytes",
+        target: None,
+    },
+    RatioDef {
+        id: "H50 fault",
+        what: "rustc --version from nginx over 50 ms RTT / 50 Mbit/s: time fault mode / mmap mode",
+        source: Patched {
+            num: "h.50ms.fault.secs",
+            den: "h.50ms.mmap.secs",
+        },
+        unit: "s",
+        target: None,
+    },
+    RatioDef {
+        id: "H50 prefetch",
+        what: "the same, fault mode with hsm-serve --prefetch (the profile the fault run recorded) / mmap mode",
+        source: Patched {
+            num: "h.50ms.prefetch.secs",
+            den: "h.50ms.mmap.secs",
+        },
+        unit: "s",
+        target: None,
+    },
+    RatioDef {
+        id: "H50 full",
+        what: "the same, full copy (download everything over 4 connections, then run) / mmap mode",
+        source: Patched {
+            num: "h.50ms.full.secs",
+            den: "h.50ms.mmap.secs",
+        },
+        unit: "s",
+        target: None,
+    },
+    RatioDef {
+        id: "H50 bytes",
+        what: "bytes nginx sent: fault mode / mmap mode",
+        source: Patched {
+            num: "h.50ms.fault.bytes",
+            den: "h.50ms.mmap.bytes",
+        },
+        unit: "bytes",
+        target: None,
+    },
+    RatioDef {
+        id: "HP4 filled",
+        what: "cargo build with the toolchain of an HTTP-backed lazy copy (10 ms / 200 Mbit/s) once a first build filled it (page cache dropped, daemon running) / native copy (cold)",
+        source: Patched {
+            num: "h.p4.filled.secs",
+            den: "h.p4.native.secs",
+        },
+        unit: "s",
+        target: Some(Target::AtMost(1.1)),
+    },
+    RatioDef {
+        id: "HP4 cold",
+        what: "the same, the first (cold) build over the link / native copy (cold)",
+        source: Patched {
+            num: "h.p4.cold.secs",
+            den: "h.p4.native.secs",
+        },
+        unit: "s",
+        target: None,
+    },
 ];
 
 /// A row's ratio and the spread around it.

@@ -14,6 +14,7 @@
 //! * [`driver`]: running `hsm-serve` from fpc-tests and fpc-bench.
 //! * [`source`]: where `hsm-serve` fetches content from: a local directory
 //!   or an HTTP server (range requests).
+//! * [`prefetch`]: access profiles `hsm-serve` records and prefetches.
 //! * [`manifest`]: the listing of a source tree `hsm-manifest` writes and
 //!   `hsm-populate --manifest` builds the stub tree from.
 //! * [`control`]: the request and reply lines `hsm-evict` and
@@ -37,6 +38,7 @@ pub mod driver;
 pub mod manifest;
 pub mod map;
 pub mod pattern;
+pub mod prefetch;
 pub mod ranges;
 pub mod source;
 pub mod state;

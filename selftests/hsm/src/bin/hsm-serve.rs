@@ -67,6 +67,14 @@
 //!   are serialised by a per-file lock, so a range asked for twice is
 //!   fetched once; different files are filled in parallel.  Each worker has
 //!   its own fetcher (for a URL: its own keep-alive connection).
+//! * Access profiles (`--record-profile FILE`, `--prefetch FILE`; see
+//!   [`hsm::prefetch`]): record the ranges this run fills, in order; or
+//!   prefetch those of an earlier run in the background, in parallel, into
+//!   memory, where the fills find them (a wrapper of the source: the fill
+//!   path is the same), and read each piece back through its stub, so that
+//!   a worker fills it and the program's faults there find it cached.  The
+//!   prefetch threads are plain readers of DST: this relies on the daemon
+//!   answering them like any other reader.
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{CommandFactory, Parser, ValueEnum};
@@ -172,6 +180,9 @@ struct Cli {
     /// Log every event to stderr.
     #[arg(short, long)]
     verbose: bool,
+    /// Access profiles: --record-profile, --prefetch (see hsm::prefetch).
+    #[command(flatten)]
+    profile: hsm::prefetch::Args,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Debug)]
@@ -357,6 +368,8 @@ fn run(cli: Cli) -> Result<()> {
     let dst_arg = Path::new(&cli.paths[1]);
     let dst = std::fs::canonicalize(dst_arg)
         .with_context(|| format!("destination {}", dst_arg.display()))?;
+    // Access profiles (hsm::prefetch): the source, wrapped if asked.
+    let source = hsm::prefetch::wrap(source, &cli.profile, &dst)?;
     let store = Store::open(&cli.state)?;
     let mask = match cli.mode {
         Mode::Fault => FAN_PRE_ACCESS | FAN_PRE_FAULT,
