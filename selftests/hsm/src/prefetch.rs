@@ -485,6 +485,13 @@ impl Shared {
             dst.join(rel)
         };
         let res = (|| -> Result<bool> {
+            // One file open per thread at most: a descriptor held per file
+            // would run a long profile out of descriptors (then the kernel
+            // denies events it cannot give one) and keep every file read
+            // back busy for eviction until the prefetch ends.
+            if !files.contains_key(rel) {
+                files.clear();
+            }
             let f = match files.entry(rel.to_path_buf()) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {

@@ -322,9 +322,11 @@ struct Daemon {
     /// `--fill-size`: fills are widened to multiples of this.
     fill: u64,
     sync: bool,
-    /// With --no-sync: the ranges filled since the start, by file (the
-    /// store holds only synced ones).
-    unsynced: Mutex<HashMap<FileKey, RangeSet>>,
+    /// With --no-sync: the ranges filled since the start, by file, with
+    /// the file's birth time (an inode number freed by a deleted stub is
+    /// given to the next new file: its entry must not apply to that one).
+    /// The store holds only synced ranges.
+    unsynced: Mutex<HashMap<FileKey, (Birth, RangeSet)>>,
     /// --evict-hold-ms.
     evict_hold: Duration,
     verbose: bool,
@@ -592,9 +594,20 @@ impl Daemon {
         let own = ev.pid == self.pid;
         match xattr::fget(fd.as_fd(), STUB_XATTR) {
             Ok(None) => {}
-            // A stub; or unreadable, and a worker fails it again and
-            // denies it.
-            Ok(Some(_)) | Err(_) => return false,
+            Ok(Some(_)) => return false,
+            // Unreadable: a worker fails it again and denies it; but an
+            // event of the daemon's own may be one a worker waits for, so
+            // that one is allowed here (without an ignore mark).
+            Err(_) if !own => return false,
+            Err(e) => {
+                eprintln!("hsm-serve: read {STUB_XATTR} (own access): {e}");
+                Counters::add(&self.counters.errors, 1);
+                Counters::add(&self.counters.own, 1);
+                if let Err(e) = self.group.respond(fd.as_fd(), Response::Allow) {
+                    eprintln!("hsm-serve: {e}");
+                }
+                return true;
+            }
         }
         if own {
             Counters::add(&self.counters.own, 1);
@@ -791,9 +804,15 @@ impl Daemon {
     /// The populated ranges of a stub: the store's, or with --no-sync
     /// what this daemon filled (which includes them).
     fn load_ranges(&self, key: FileKey, fd: BorrowedFd<'_>, rel: &Path) -> Result<RangeSet> {
-        if let Some(r) = lock(&self.unsynced).get(&key) {
-            return Ok(r.clone());
+        let mut u = lock(&self.unsynced);
+        if let Some((b, r)) = u.get(&key) {
+            if *b == birth(fd)? {
+                return Ok(r.clone());
+            }
+            // Another file on a reused inode number.
+            u.remove(&key);
         }
+        drop(u);
         self.store.load(fd, rel)
     }
 
@@ -808,7 +827,8 @@ impl Daemon {
         if self.sync {
             self.store.save(fd, rel, r)
         } else {
-            lock(&self.unsynced).insert(key, r.clone());
+            let b = birth(fd)?;
+            lock(&self.unsynced).insert(key, (b, r.clone()));
             Ok(())
         }
     }
@@ -882,6 +902,32 @@ fn check_unused(dst: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A file's birth time (statx STATX_BTIME), which tells apart two files
+/// that had the same inode number one after the other.
+type Birth = (i64, u32);
+
+fn birth(fd: BorrowedFd<'_>) -> Result<Birth> {
+    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: statx(2) on a descriptor we hold (empty path, AT_EMPTY_PATH),
+    // writing into a zeroed buffer of the right type.
+    let ret = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_BTIME,
+            stx.as_mut_ptr(),
+        )
+    };
+    Errno::result(ret).context("statx")?;
+    // SAFETY: statx succeeded and filled the buffer.
+    let stx = unsafe { stx.assume_init() };
+    if stx.stx_mask & libc::STATX_BTIME == 0 {
+        bail!("the filesystem reports no birth time (statx), which --no-sync needs");
+    }
+    Ok((stx.stx_btime.tv_sec, stx.stx_btime.tv_nsec))
 }
 
 /// How often eviction tries the lease before it calls the file busy.
@@ -1071,8 +1117,8 @@ impl Daemon {
         let unsynced_old = {
             let mut u = lock(&self.unsynced);
             let had = u.get(&key).cloned();
-            if had.is_some() {
-                u.insert(key, new.clone());
+            if let Some((b, _)) = had {
+                u.insert(key, (b, new.clone()));
             }
             had
         };
