@@ -9,7 +9,7 @@
 //! and `HP4 ...` of the main table.
 
 use crate::http::LINKS;
-use crate::report::{num, spread, Samples};
+use crate::report::{num, spread, write_cells, Samples};
 use std::fmt::Write as _;
 
 /// The modes, in the table's order, with their descriptions.
@@ -181,25 +181,8 @@ pub fn table(s: &Samples, markdown: bool) -> Option<String> {
     out.push('\n');
     if rows.is_empty() {
         out.push_str("(no link measured)\n");
-    } else if markdown {
-        for (i, c) in cells.iter().enumerate() {
-            let _ = writeln!(out, "| {} |", c.join(" | "));
-            if i == 0 {
-                let _ = writeln!(out, "|{}", "---|".repeat(c.len()));
-            }
-        }
     } else {
-        let w: Vec<usize> = (0..head.len())
-            .map(|i| cells.iter().map(|c| c[i].len()).max().unwrap_or(0))
-            .collect();
-        for c in &cells {
-            let line: Vec<String> = c
-                .iter()
-                .enumerate()
-                .map(|(i, s)| format!("{s:<w$}", w = w[i]))
-                .collect();
-            let _ = writeln!(out, "{}", line.join("  ").trim_end());
-        }
+        write_cells(&mut out, &cells, markdown);
     }
     let item = if markdown { "- " } else { "" };
     out.push('\n');

@@ -719,6 +719,32 @@ const LEGEND: &[&str] = &[
 
 /// The table, as plain text (`markdown`: as a Markdown table), its legend
 /// and the rows' descriptions.
+/// Write `cells` (the header row first) as a markdown table, or as plain
+/// columns padded to their widest cell.
+pub fn write_cells(out: &mut String, cells: &[Vec<String>], markdown: bool) {
+    if markdown {
+        for (i, c) in cells.iter().enumerate() {
+            let _ = writeln!(out, "| {} |", c.join(" | "));
+            if i == 0 {
+                let _ = writeln!(out, "|{}", "---|".repeat(c.len()));
+            }
+        }
+    } else {
+        let cols = cells.first().map_or(0, Vec::len);
+        let w: Vec<usize> = (0..cols)
+            .map(|i| cells.iter().map(|c| c[i].len()).max().unwrap_or(0))
+            .collect();
+        for c in cells {
+            let line: Vec<String> = c
+                .iter()
+                .enumerate()
+                .map(|(i, s)| format!("{s:<w$}", w = w[i]))
+                .collect();
+            let _ = writeln!(out, "{}", line.join("  ").trim_end());
+        }
+    }
+}
+
 pub fn table(rows: &[Row], markdown: bool) -> String {
     let head = [
         "ratio",
@@ -754,26 +780,7 @@ pub fn table(rows: &[Row], markdown: bool) -> String {
         ]);
     }
     let mut out = String::new();
-    if markdown {
-        for (i, c) in cells.iter().enumerate() {
-            let _ = writeln!(out, "| {} |", c.join(" | "));
-            if i == 0 {
-                let _ = writeln!(out, "|{}", "---|".repeat(c.len()));
-            }
-        }
-    } else {
-        let w: Vec<usize> = (0..head.len())
-            .map(|i| cells.iter().map(|c| c[i].len()).max().unwrap_or(0))
-            .collect();
-        for c in &cells {
-            let line: Vec<String> = c
-                .iter()
-                .enumerate()
-                .map(|(i, s)| format!("{s:<w$}", w = w[i]))
-                .collect();
-            let _ = writeln!(out, "{}", line.join("  ").trim_end());
-        }
-    }
+    write_cells(&mut out, &cells, markdown);
     let item = if markdown { "- " } else { "" };
     out.push('\n');
     for l in LEGEND {
