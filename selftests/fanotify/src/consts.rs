@@ -51,6 +51,13 @@ pub const FAN_PRE_ACCESS: u64 = 0x0010_0000;
 /// EINVAL).  A mark with it must also have [`FAN_PRE_ACCESS`]; mmap() then
 /// sends that mark no whole-range event.
 pub const FAN_PRE_FAULT: u64 = 0x0020_0000;
+/// Pre-content event on a directory about to be looked up in or listed
+/// (patch 9 of the fault-time series, "lazy directories"; not in mainline
+/// 7.3, where marking it gives EINVAL).  Only for FAN_CLASS_PRE_CONTENT
+/// groups; an inode mark must be on a directory.  The event's fd is the
+/// directory (O_RDONLY); a lookup of a name not in the dcache carries a
+/// [`FAN_EVENT_INFO_TYPE_NAME`] record with it, a getdents() none.
+pub const FAN_PRE_DIR_ACCESS: u64 = 0x0040_0000;
 /// Mount was attached.
 pub const FAN_MNT_ATTACH: u64 = 0x0100_0000;
 /// Mount was detached.
@@ -69,8 +76,12 @@ pub const FAN_MOVE: u64 = FAN_MOVED_FROM | FAN_MOVED_TO;
 
 /// Every event that waits for a userspace response (not an upstream macro;
 /// the union of the upstream permission events).
-pub const FAN_PERM_EVENTS: u64 =
-    FAN_OPEN_PERM | FAN_ACCESS_PERM | FAN_OPEN_EXEC_PERM | FAN_PRE_ACCESS | FAN_PRE_FAULT;
+pub const FAN_PERM_EVENTS: u64 = FAN_OPEN_PERM
+    | FAN_ACCESS_PERM
+    | FAN_OPEN_EXEC_PERM
+    | FAN_PRE_ACCESS
+    | FAN_PRE_FAULT
+    | FAN_PRE_DIR_ACCESS;
 
 // ---------------------------------------------------------------------------
 // fanotify_init() flags.
@@ -133,6 +144,10 @@ pub const FAN_EVENT_INFO_TYPE_PIDFD: u8 = 4;
 pub const FAN_EVENT_INFO_TYPE_ERROR: u8 = 5;
 pub const FAN_EVENT_INFO_TYPE_RANGE: u8 = 6;
 pub const FAN_EVENT_INFO_TYPE_MNT: u8 = 7;
+/// `struct fanotify_event_info_name { hdr; char name[]; }`: the name a
+/// [`FAN_PRE_DIR_ACCESS`] event looks up, NUL-terminated, the record padded
+/// with zeros to a multiple of 4 bytes (patch 9 of the series).
+pub const FAN_EVENT_INFO_TYPE_NAME: u8 = 8;
 pub const FAN_EVENT_INFO_TYPE_OLD_DFID_NAME: u8 = 10;
 pub const FAN_EVENT_INFO_TYPE_NEW_DFID_NAME: u8 = 12;
 

@@ -4,7 +4,8 @@
 //! and writing permission responses.  It is used by an LTP-style test suite
 //! and by hierarchical storage manager (HSM) daemons that exercise Linux
 //! pre-content events (`FAN_PRE_ACCESS`, with its `FAN_EVENT_INFO_TYPE_RANGE`
-//! record) on Linux 7.3.
+//! record) on Linux 7.3, and the series' `FAN_PRE_FAULT` and
+//! `FAN_PRE_DIR_ACCESS` (with its `FAN_EVENT_INFO_TYPE_NAME` record).
 //!
 //! * [`consts`] holds the upstream constants of `<linux/fanotify.h>`.
 //! * [`parse_events`] / [`parse_events_partial`] are pure parsers over a
@@ -82,6 +83,15 @@ impl Event {
     pub fn range(&self) -> Option<Range> {
         self.info.iter().find_map(|r| match r {
             InfoRecord::Range(range) => Some(*range),
+            _ => None,
+        })
+    }
+
+    /// The name of the first `FAN_EVENT_INFO_TYPE_NAME` record (the name a
+    /// `FAN_PRE_DIR_ACCESS` event looks up); `None` if the event has none.
+    pub fn name(&self) -> Option<&std::ffi::OsStr> {
+        self.info.iter().find_map(|r| match r {
+            InfoRecord::Name(n) => Some(n.as_os_str()),
             _ => None,
         })
     }

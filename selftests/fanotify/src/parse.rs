@@ -38,6 +38,9 @@ pub enum InfoRecord {
     },
     Range(Range),
     Mnt(u64),
+    /// `FAN_EVENT_INFO_TYPE_NAME`: the name a `FAN_PRE_DIR_ACCESS` event
+    /// looks up in its directory, without its NUL and padding.
+    Name(OsString),
     /// A record of a type this crate does not know; `data` is the record
     /// without its 4-byte header.
     Unknown {
@@ -369,6 +372,14 @@ fn parse_record(event: &[u8], pos: usize, base: usize) -> Result<(InfoRecord, us
         FAN_EVENT_INFO_TYPE_MNT => {
             need(MNT_INFO_LEN)?;
             InfoRecord::Mnt(u64_at(rec, MNT_INFO_ID_OFFSET).ok_or_else(|| too_short(MNT_INFO_LEN))?)
+        }
+        FAN_EVENT_INFO_TYPE_NAME => {
+            let tail = rec.get(HDR_LEN..).unwrap_or_default();
+            let nul = tail
+                .iter()
+                .position(|&b| b == 0)
+                .ok_or(ParseError::NameNotTerminated { offset })?;
+            InfoRecord::Name(OsString::from_vec(tail[..nul].to_vec()))
         }
         _ => InfoRecord::Unknown {
             info_type,

@@ -67,6 +67,15 @@ fn mnt_rec(mnt_id: u64) -> Vec<u8> {
     record(FAN_EVENT_INFO_TYPE_MNT, &body)
 }
 
+/// A name record as patch 9 of the series writes it: the header, the name,
+/// its NUL, zeros up to a multiple of 4 bytes; `len` covers all of it.
+fn name_rec(name: &[u8]) -> Vec<u8> {
+    let mut body = name.to_vec();
+    body.push(0);
+    body.resize((4 + body.len()).next_multiple_of(4) - 4, 0);
+    record(FAN_EVENT_INFO_TYPE_NAME, &body)
+}
+
 /// Fid record body (without header) with `handle_bytes` given explicitly.
 fn fid_body(fsid: [i32; 2], handle_bytes: u32, handle_type: i32, handle: &[u8]) -> Vec<u8> {
     let mut body = Vec::new();
@@ -269,6 +278,38 @@ fn parse_ok_table() {
             )],
         ),
         (
+            "name record without padding (the NUL ends a 4-byte word)",
+            event(FAN_PRE_DIR_ACCESS, 9, 3, &[name_rec(b"abc")]),
+            vec![raw(
+                FAN_PRE_DIR_ACCESS,
+                9,
+                3,
+                vec![InfoRecord::Name(OsString::from("abc"))],
+            )],
+        ),
+        (
+            "getdents: a FAN_PRE_DIR_ACCESS without records",
+            event(FAN_PRE_DIR_ACCESS, 9, 3, &[]),
+            vec![raw(FAN_PRE_DIR_ACCESS, 9, 3, vec![])],
+        ),
+        (
+            "pidfd + name, then another event",
+            [
+                event(FAN_PRE_DIR_ACCESS, 9, 3, &[pidfd_rec(10), name_rec(b"x")]),
+                event(FAN_PRE_DIR_ACCESS, 11, 3, &[]),
+            ]
+            .concat(),
+            vec![
+                raw(
+                    FAN_PRE_DIR_ACCESS,
+                    9,
+                    3,
+                    vec![InfoRecord::Pidfd(10), InfoRecord::Name(OsString::from("x"))],
+                ),
+                raw(FAN_PRE_DIR_ACCESS, 11, 3, vec![]),
+            ],
+        ),
+        (
             "unknown type kept",
             event(
                 FAN_OPEN,
@@ -309,6 +350,55 @@ fn parse_ok_table() {
         assert_eq!(out.error, None, "case {name}");
         assert!(out.stray_fds.is_empty(), "case {name}");
     }
+}
+
+/// The layout of patch 9's name record, built byte by byte: header (type 8,
+/// pad 0, len 12), "abcde", its NUL, two bytes of zero padding, and then a
+/// range record that must be found right after the padding.
+#[test]
+fn name_record_with_padding_then_another_record() {
+    let mut rec = vec![FAN_EVENT_INFO_TYPE_NAME, 0];
+    rec.extend_from_slice(&12u16.to_ne_bytes());
+    rec.extend_from_slice(b"abcde\0\0\0");
+    assert_eq!(rec, name_rec(b"abcde"), "the builder writes the same bytes");
+    let buf = event(FAN_PRE_DIR_ACCESS, 9, 3, &[rec, range_rec(7, 8)]);
+    let evs = parse_events(&buf).expect("parse");
+    assert_eq!(
+        evs,
+        vec![raw(
+            FAN_PRE_DIR_ACCESS,
+            9,
+            3,
+            vec![
+                InfoRecord::Name(OsString::from("abcde")),
+                InfoRecord::Range(Range {
+                    offset: 7,
+                    count: 8
+                }),
+            ],
+        )]
+    );
+    // Through the owning Event: name() finds it; a getdents event has none.
+    let ev = Event {
+        mask: evs[0].mask,
+        fd: None,
+        pid: 3,
+        info: evs[0].info.clone(),
+        raw_fd: 9,
+        pidfds: Vec::new(),
+    };
+    assert_eq!(ev.name(), Some(std::ffi::OsStr::new("abcde")));
+    let ev = Event { info: vec![], ..ev };
+    assert_eq!(ev.name(), None);
+    // A name that is not UTF-8 is kept byte for byte.
+    let buf = event(FAN_PRE_DIR_ACCESS, 9, 3, &[name_rec(b"\xff\xfe")]);
+    use std::os::unix::ffi::OsStrExt;
+    assert_eq!(
+        parse_events(&buf).unwrap()[0].info,
+        vec![InfoRecord::Name(OsString::from(
+            std::ffi::OsStr::from_bytes(b"\xff\xfe")
+        ))]
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -551,6 +641,45 @@ fn parse_err_table() {
             |e| matches!(e, ParseError::NameNotTerminated { offset: 24 }),
         ),
         (
+            "name record without NUL",
+            event(
+                FAN_PRE_DIR_ACCESS,
+                9,
+                1,
+                &[record(FAN_EVENT_INFO_TYPE_NAME, b"abcd")],
+            ),
+            |e| matches!(e, ParseError::NameNotTerminated { offset: 24 }),
+        ),
+        (
+            "empty name record (header only)",
+            event(
+                FAN_PRE_DIR_ACCESS,
+                9,
+                1,
+                &[record(FAN_EVENT_INFO_TYPE_NAME, &[])],
+            ),
+            |e| matches!(e, ParseError::NameNotTerminated { offset: 24 }),
+        ),
+        (
+            "name record whose len runs past the event",
+            event(
+                FAN_PRE_DIR_ACCESS,
+                9,
+                1,
+                &[record_with_len(FAN_EVENT_INFO_TYPE_NAME, 12, b"ab\0\0")],
+            ),
+            |e| {
+                matches!(
+                    e,
+                    ParseError::BadInfoLen {
+                        info_type: FAN_EVENT_INFO_TYPE_NAME,
+                        len: 12,
+                        ..
+                    }
+                )
+            },
+        ),
+        (
             "dfid_name with no room for name",
             event(
                 FAN_CREATE,
@@ -591,6 +720,12 @@ fn parse_never_panics_on_prefixes_and_mutations() {
             )],
         ),
         event(FAN_MNT_ATTACH, -1, 1, &[mnt_rec(5), error_rec(1, 1)]),
+        event(
+            FAN_PRE_DIR_ACCESS,
+            9,
+            1,
+            &[name_rec(b"name"), range_rec(0, 0)],
+        ),
     ]
     .concat();
     for n in 0..=buf.len() {
@@ -694,6 +829,10 @@ fn response_to_raw() {
 #[test]
 fn constants_match_uapi() {
     assert_eq!(FAN_PRE_ACCESS, 0x0010_0000);
+    assert_eq!(FAN_PRE_FAULT, 0x0020_0000);
+    assert_eq!(FAN_PRE_DIR_ACCESS, 0x0040_0000);
+    assert_eq!(FAN_EVENT_INFO_TYPE_NAME, 8);
+    assert_ne!(FAN_PERM_EVENTS & FAN_PRE_DIR_ACCESS, 0);
     assert_eq!(FAN_EVENT_ON_CHILD, 0x0800_0000);
     assert_eq!(FAN_ONDIR, 0x4000_0000);
     assert_eq!(FAN_CLASS_PRE_CONTENT, 8);
