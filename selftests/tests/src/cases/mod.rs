@@ -200,12 +200,20 @@ mod tests {
                             "{what}: want a 12-digit mainline commit id first"
                         );
                     }
+                    "issue" => assert!(
+                        v.split_once(": ").is_some_and(|(n, what)| {
+                            n.parse::<u32>().is_ok() && !what.trim().is_empty()
+                        }),
+                        "{what}: want 'N: what', N the number of the issue"
+                    ),
                     "ltp" => assert!(
                         v.strip_prefix("fanotify")
                             .is_some_and(|n| n.parse::<u32>().is_ok()),
                         "{what}: want an LTP fanotify test (fanotifyNN)"
                     ),
-                    _ => panic!("{what}: unknown kind (cover-letter, doc, kernel, linux-git, ltp)"),
+                    _ => panic!(
+                        "{what}: unknown kind (cover-letter, doc, issue, kernel, linux-git, ltp)"
+                    ),
                 }
             }
         }
