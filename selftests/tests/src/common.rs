@@ -107,6 +107,21 @@ pub fn pre_content_group(path: &Path, flags: u32, mask: u64) -> Fanotify {
     }
 }
 
+/// The (mask, ignored mask) of each mark of `g`, from /proc/self/fdinfo.
+pub fn marks_of(g: &Fanotify) -> Vec<(u64, u64)> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", g.as_raw_fd()))
+        .or_brok("read the group's fdinfo");
+    let hex = |l: &str, key: &str| {
+        l.split_whitespace()
+            .find_map(|t| t.strip_prefix(key))
+            .and_then(|v| u64::from_str_radix(v, 16).ok())
+    };
+    info.lines()
+        .filter(|l| l.starts_with("fanotify "))
+        .filter_map(|l| Some((hex(l, "mask:")?, hex(l, "ignored_mask:")?)))
+        .collect()
+}
+
 /// What the listener saw of one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seen {

@@ -61,7 +61,6 @@ use nix::errno::Errno;
 use nix::sys::mman::{MapFlags, ProtFlags};
 use nix::sys::signal::Signal;
 use nix::sys::wait::WaitStatus;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -129,21 +128,6 @@ fn run_case(ctx: &Ctx, i: u32) {
     let (what, f) = CASES[i as usize];
     tinfo!("case {i}: {what}");
     f(ctx);
-}
-
-/// The (mask, ignored mask) of each mark of `g`, from /proc/self/fdinfo.
-fn marks_of(g: &Fanotify) -> Vec<(u64, u64)> {
-    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", g.as_raw_fd()))
-        .or_brok("read the group's fdinfo");
-    let hex = |l: &str, key: &str| {
-        l.split_whitespace()
-            .find_map(|t| t.strip_prefix(key))
-            .and_then(|v| u64::from_str_radix(v, 16).ok())
-    };
-    info.lines()
-        .filter(|l| l.starts_with("fanotify "))
-        .filter_map(|l| Some((hex(l, "mask:")?, hex(l, "ignored_mask:")?)))
-        .collect()
 }
 
 /// Where an accepted mark must show FAN_PRE_FAULT.
