@@ -94,9 +94,39 @@ fn wait_for(child: &mut Child, limit: Duration) -> Option<bool> {
     }
 }
 
+/// fsfreeze --freeze, bounded by the freeze watchdog: what went wrong if the
+/// filesystem is not frozen when it returns (a freeze still blocked is
+/// waited for, then thawed, so that nothing stays frozen).
+pub fn freeze(mnt: &Path) -> Result<(), String> {
+    let mut fsfreeze = Command::new("fsfreeze")
+        .arg("--freeze")
+        .arg(mnt)
+        .stderr(Stdio::piped())
+        .spawn()
+        .or_brok("run fsfreeze");
+    match wait_for(&mut fsfreeze, FREEZE_WATCHDOG) {
+        Some(true) => Ok(()),
+        Some(false) => {
+            let out = fsfreeze.wait_with_output().or_brok("fsfreeze output");
+            Err(format!(
+                "fsfreeze --freeze failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+        None => {
+            let _ = fsfreeze.kill();
+            let _ = fsfreeze.wait();
+            thaw(mnt);
+            Err(format!(
+                "fsfreeze --freeze still blocked after {FREEZE_WATCHDOG:?}"
+            ))
+        }
+    }
+}
+
 /// Has thread `tid` of this process gone to sleep uninterruptibly (state D:
 /// its write waits for the frozen filesystem)?  Polled up to the watchdog.
-fn blocked_in_kernel(tid: i32) -> bool {
+pub fn blocked_in_kernel(tid: i32) -> bool {
     let path = format!("/proc/self/task/{tid}/stat");
     let deadline = Instant::now() + FREEZE_WATCHDOG;
     while Instant::now() < deadline {

@@ -29,6 +29,13 @@ mod pre_access_mark_errors;
 mod pre_access_mmap;
 mod pre_access_rw;
 mod pre_access_unpriv;
+mod pre_dir_concurrent;
+mod pre_dir_freeze;
+mod pre_dir_listener_death;
+mod pre_dir_lookup;
+mod pre_dir_mark;
+mod pre_dir_pathless;
+mod pre_dir_util;
 mod pre_fault_basic;
 mod pre_fault_concurrency;
 mod pre_fault_dax;
@@ -91,6 +98,12 @@ pub static ALL: &[Test] = &[
     pre_fault_nowait::TEST,
     pre_fault_concurrency::TEST,
     pre_fault_dax::TEST,
+    pre_dir_mark::TEST,
+    pre_dir_lookup::TEST,
+    pre_dir_concurrent::TEST,
+    pre_dir_freeze::TEST,
+    pre_dir_listener_death::TEST,
+    pre_dir_pathless::TEST,
     rust_lazy_mirror::TEST,
     kunit_rust::TEST,
     hsm_validate::TEST,

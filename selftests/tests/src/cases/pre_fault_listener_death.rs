@@ -49,7 +49,7 @@ const SAW_ZEROS: i32 = 10;
 const SAW_OTHER: i32 = 11;
 
 /// Wait up to `timeout` for `pid` to end.
-fn wait_for(pid: Pid, timeout: Duration) -> WaitStatus {
+pub fn wait_for(pid: Pid, timeout: Duration) -> WaitStatus {
     let deadline = Instant::now() + timeout;
     loop {
         let s = waitpid(pid, Some(WaitPidFlag::WNOHANG)).or_brok("waitpid");
@@ -100,7 +100,7 @@ fn holding_listener(path: &Path) -> (Pid, OwnedFd) {
 }
 
 /// Read one byte per held event from `count` until `n` arrived or 10 s passed.
-fn held_events(count: &OwnedFd, n: usize) -> usize {
+pub fn held_events(count: &OwnedFd, n: usize) -> usize {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut got = 0;
     let mut fds = [nix::poll::PollFd::new(
