@@ -508,3 +508,137 @@ fn populate_a_host_directory() {
         }
     );
 }
+
+/// What a test compares of an entry: type, size, symlink target, mode
+/// (not of a symlink), mtime.
+fn describe(p: &Path) -> (String, u64, Option<PathBuf>, u32, (i64, i64)) {
+    let m = lstat(p);
+    let ft = m.file_type();
+    let t = if ft.is_dir() {
+        "d"
+    } else if ft.is_file() {
+        "f"
+    } else {
+        "l"
+    };
+    (
+        t.into(),
+        if ft.is_file() { m.len() } else { 0 },
+        ft.is_symlink().then(|| std::fs::read_link(p).unwrap()),
+        if ft.is_symlink() {
+            0
+        } else {
+            m.mode() & 0o7777
+        },
+        (m.mtime(), m.mtime_nsec()),
+    )
+}
+
+type Described =
+    std::collections::BTreeMap<PathBuf, (String, u64, Option<PathBuf>, u32, (i64, i64))>;
+
+fn describe_tree(root: &Path) -> Described {
+    let mut out = Described::new();
+    let mut todo = vec![PathBuf::new()];
+    while let Some(rel) = todo.pop() {
+        let p = root.join(&rel);
+        if lstat(&p).is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                todo.push(rel.join(e.unwrap().file_name()));
+            }
+        }
+        out.insert(rel, describe(&p));
+    }
+    out
+}
+
+/// What hsm-serve does, directory after directory, without the kernel:
+/// populate `rel` from `meta`, tag it populated, then its subdirectories.
+fn populate_all(dst: &Path, rel: &Path, meta: &Meta, req: &AtomicU64) -> u64 {
+    let fd = open_dir(&dst.join(rel));
+    assert_eq!(
+        dir_state(fd.as_fd()).unwrap(),
+        DirState::Unpopulated,
+        "{rel:?}"
+    );
+    let l = meta.listing(rel, req).unwrap();
+    let n = populate(fd.as_fd(), &l, Duration::ZERO, || {}).unwrap();
+    xattr::fset(fd.as_fd(), DIR_XATTR, POPULATED.as_bytes()).unwrap();
+    let mut made = n.created;
+    for e in &l.entries {
+        if e.kind == Kind::Dir {
+            made += populate_all(dst, &rel.join(&e.name), meta, req);
+        }
+    }
+    made
+}
+
+/// A whole tree made lazily, from a source directory and from its
+/// manifest, is the source tree (mtimes of directories included: each is
+/// set back after its population).
+#[test]
+fn whole_tree_from_both_metadata_sources() {
+    let s = Scratch::new("tree");
+    let src = s.0.join("src");
+    std::fs::create_dir(&src).unwrap();
+    if !host_can(&src) {
+        eprintln!("skipped: no O_TMPFILE or user xattrs in {}", src.display());
+        return;
+    }
+    for d in ["a", "a/b", "a/b/c", "ro", "sg", "sg/deep", "sg/deep/er"] {
+        std::fs::create_dir(src.join(d)).unwrap();
+    }
+    for (f, n) in [
+        ("top", 3),
+        ("a/b/c/x", 5000),
+        ("a/empty", 0),
+        ("sg/deep/er/f", 1),
+    ] {
+        std::fs::write(src.join(f), vec![7u8; n]).unwrap();
+    }
+    std::fs::write(src.join("ro/in a ro dir"), b"r").unwrap();
+    std::os::unix::fs::symlink("../top", src.join("a/up")).unwrap();
+    std::os::unix::fs::symlink("/no/such", src.join("sg/abs")).unwrap();
+    let modes = [
+        ("a/b/c/x", 0o4755),
+        ("top", 0o600),
+        ("a/b", 0o700),
+        ("sg", 0o2775),
+        ("ro", 0o555),
+    ];
+    for (p, m) in modes {
+        std::fs::set_permissions(src.join(p), std::fs::Permissions::from_mode(m)).unwrap();
+    }
+    let want = describe_tree(&src);
+    let manifest_file = s.0.join("tree.manifest");
+    let (entries, _) = manifest::scan(&src).unwrap();
+    std::fs::write(&manifest_file, manifest::encode(&entries)).unwrap();
+    let specs = [
+        MetaSpec::Dir(src.clone()),
+        MetaSpec::Manifest(manifest_file.to_string_lossy().into_owned()),
+    ];
+    for (i, spec) in specs.into_iter().enumerate() {
+        let dst = s.0.join(format!("dst{i}"));
+        std::fs::create_dir(&dst).unwrap();
+        xattr::lset(&dst, DIR_XATTR, UNPOPULATED.as_bytes()).unwrap();
+        let m = lstat(&src);
+        std::fs::set_permissions(&dst, m.permissions()).unwrap();
+        let mt = TimeSpec::new(m.mtime(), m.mtime_nsec());
+        nix::sys::stat::utimensat(
+            None,
+            &dst,
+            &TimeSpec::UTIME_OMIT,
+            &mt,
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .unwrap();
+        let dirs = want.values().filter(|d| d.0 == "d").count() as u64;
+        let meta = Meta::new(spec.clone(), Duration::from_secs(1));
+        let req = AtomicU64::new(0);
+        let made = populate_all(&dst, Path::new(""), &meta, &req);
+        assert_eq!(made, want.len() as u64 - 1, "{spec}: every entry made once");
+        let want_req = if i == 0 { dirs } else { 1 };
+        assert_eq!(req.load(Ordering::Relaxed), want_req, "{spec}");
+        assert_eq!(describe_tree(&dst), want, "{spec}");
+    }
+}
