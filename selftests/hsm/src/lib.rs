@@ -19,6 +19,11 @@
 //!   `hsm-populate --manifest` builds the stub tree from.
 //! * [`control`]: the request and reply lines `hsm-evict` and
 //!   `hsm-serve --control` exchange.
+//! * [`lazy`]: lazy directories (`hsm-populate --lazy`): tags, the record
+//!   of the metadata source, the manifest indexed by directory, the
+//!   population of one directory.
+//! * [`lazydir`]: the `FAN_PRE_DIR_ACCESS` bit and its name record (to be
+//!   moved to the fanotify crate).
 //!
 //! # On-disk conventions (shared by the tools)
 //!
@@ -31,10 +36,16 @@
 //! * [`POPULATED_XATTR`] (`user.hsm.populated`) holds the populated ranges of
 //!   a stub when `hsm-serve --state xattr` (the default) is used; see
 //!   [`ranges::RangeSet::encode`] for the format.
+//! * [`DIR_XATTR`] (`user.hsm.dir`) marks a directory of a lazy tree:
+//!   `unpopulated` (its entries are made by `hsm-serve` on first access) or
+//!   `populated`; [`LAZY_XATTR`] (`user.hsm.lazy`) on the root of a lazy
+//!   tree says where its metadata is.  See [`lazy`].
 
 pub mod cache;
 pub mod control;
 pub mod driver;
+pub mod lazy;
+pub mod lazydir;
 pub mod manifest;
 pub mod map;
 pub mod pattern;
@@ -54,6 +65,14 @@ pub const STUB_XATTR: &str = "user.hsm.stub";
 
 /// Extended attribute holding the populated ranges of a stub.
 pub const POPULATED_XATTR: &str = "user.hsm.populated";
+
+/// Extended attribute of a lazy directory: `unpopulated` or `populated`
+/// (see [`lazy`]).
+pub const DIR_XATTR: &str = "user.hsm.dir";
+
+/// Extended attribute of the root of a lazy tree: where its metadata is
+/// (see [`lazy::MetaSpec`]).
+pub const LAZY_XATTR: &str = "user.hsm.lazy";
 
 /// Exit code of the tools for "the kernel or filesystem lacks a feature"
 /// (e.g. `FAN_PRE_FAULT` rejected with `EINVAL`), distinct from plain errors

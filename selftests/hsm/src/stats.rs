@@ -2,8 +2,11 @@
 //!
 //! The line is `stats: events=N fetched_bytes=N files_completed=N errors=N
 //! duplicates=N ignored=N own=N evicted_files=N evicted_bytes=N
-//! evict_busy=N evict_leased=N max_parallel=N p50_us=N p90_us=N p99_us=N max_us=N`
-//! (`max_parallel`: most fetches in progress at once): space-separated
+//! evict_busy=N evict_leased=N max_parallel=N p50_us=N p90_us=N p99_us=N max_us=N
+//! dir_events=N dir_ignored=N dirs_populated=N entries_created=N entries_kept=N
+//! tmp_removed=N meta_fetches=N`
+//! (`max_parallel`: most fetches in progress at once; the `dir_*` and later
+//! ones are of lazy directories, see [`crate::lazy`]): space-separated
 //! `key=value` pairs after the `stats:` word, so scripts and tests can parse
 //! it with [`parse_line`].  Latencies are from reading an event to writing
 //! its response, in microseconds.
@@ -126,6 +129,23 @@ pub struct Counters {
     pub fetching: AtomicU64,
     pub max_parallel: AtomicU64,
     pub latency_us: Mutex<Histogram>,
+    /// `FAN_PRE_DIR_ACCESS` events answered for other processes (the
+    /// daemon's own are in `own`); not in `events`, nor in the latency.
+    pub dir_events: AtomicU64,
+    /// Of those, events of directories that are not unpopulated lazy ones
+    /// (populated, or never lazy): answered at once, the directory ignored
+    /// from then on.
+    pub dir_ignored: AtomicU64,
+    /// Directories this daemon populated (tagged `populated`).
+    pub dirs_populated: AtomicU64,
+    /// Entries it made in them; entries it found made already (by a
+    /// population cut short); leftover temporary names it removed.
+    pub entries_created: AtomicU64,
+    pub entries_kept: AtomicU64,
+    pub tmp_removed: AtomicU64,
+    /// Requests of metadata to the source: a manifest fetch, or a listing
+    /// of a source directory.
+    pub meta_fetches: AtomicU64,
 }
 
 impl Counters {
@@ -158,7 +178,9 @@ impl Counters {
         format!(
             "stats: events={} fetched_bytes={} files_completed={} errors={} duplicates={} \
              ignored={} own={} evicted_files={} evicted_bytes={} evict_busy={} \
-             evict_leased={} max_parallel={} p50_us={} p90_us={} p99_us={} max_us={}",
+             evict_leased={} max_parallel={} p50_us={} p90_us={} p99_us={} max_us={} \
+             dir_events={} dir_ignored={} dirs_populated={} entries_created={} entries_kept={} \
+             tmp_removed={} meta_fetches={}",
             g(&self.events),
             g(&self.fetched_bytes),
             g(&self.files_completed),
@@ -174,7 +196,14 @@ impl Counters {
             h.percentile(50.0),
             h.percentile(90.0),
             h.percentile(99.0),
-            h.max()
+            h.max(),
+            g(&self.dir_events),
+            g(&self.dir_ignored),
+            g(&self.dirs_populated),
+            g(&self.entries_created),
+            g(&self.entries_kept),
+            g(&self.tmp_removed),
+            g(&self.meta_fetches)
         )
     }
 }
@@ -246,6 +275,9 @@ mod tests {
         Counters::add(&c.fetched_bytes, 8192);
         Counters::add(&c.evicted_bytes, 4096);
         Counters::add(&c.own, 2);
+        Counters::add(&c.dirs_populated, 5);
+        Counters::add(&c.entries_created, 77);
+        Counters::add(&c.meta_fetches, 1);
         c.record_latency(120);
         {
             let _a = c.fetch_started();
@@ -259,6 +291,12 @@ mod tests {
         assert_eq!(m["evicted_bytes"], 4096);
         assert_eq!(m["own"], 2);
         assert_eq!(m["ignored"], 0);
+        assert_eq!(m["dirs_populated"], 5);
+        assert_eq!(m["entries_created"], 77);
+        assert_eq!(m["meta_fetches"], 1);
+        for k in ["dir_events", "dir_ignored", "entries_kept", "tmp_removed"] {
+            assert_eq!(m[k], 0, "{k}");
+        }
         assert_eq!(m["max_us"], 120);
         assert_eq!(m["max_parallel"], 2);
         assert_eq!(c.fetching.load(Ordering::Relaxed), 1);

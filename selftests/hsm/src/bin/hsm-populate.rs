@@ -10,11 +10,21 @@
 //! (see [`hsm::manifest`], written by `hsm-manifest SRC` on the server
 //! side): the client needs no access to the source tree.  A manifest has
 //! no owners, so the stubs belong to the user running hsm-populate.
+//!
+//! With `--lazy` (from SRC or from `--manifest`) only DST's root directory
+//! is made, tagged as an unpopulated lazy directory (`user.hsm.dir =
+//! unpopulated`) with a record of where the tree's metadata is
+//! (`user.hsm.lazy`, see [`hsm::lazy`]); `hsm-serve` makes the entries of
+//! each directory on its first access.  The root is made under a temporary
+//! name next to DST, tagged and given its mode, owner and mtime, then
+//! renamed to DST (over an empty directory there), so that a running
+//! daemon never sees it untagged.
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use hsm::lazy::{self, MetaSpec};
 use hsm::manifest::{self, Kind};
-use hsm::{xattr, STUB_XATTR};
+use hsm::{xattr, DIR_XATTR, LAZY_XATTR, STUB_XATTR};
 use nix::sys::stat::{utimensat, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchownat, Gid, Uid};
@@ -27,13 +37,16 @@ use std::time::Duration;
 #[derive(Parser)]
 #[command(
     name = "hsm-populate",
-    override_usage = "hsm-populate [--force] SRC DST\n       hsm-populate [--force] --manifest URL|FILE DST",
+    override_usage = "hsm-populate [--force] [--lazy] SRC DST\n       hsm-populate [--force] [--lazy] --manifest URL|FILE DST",
     about = "Mirror SRC (a directory tree or one file) at DST as sparse HSM stubs",
     after_help = "Regular files become sparse stubs of the same size and mode, tagged with the \
                   user.hsm.stub xattr (their size); directories and symlinks are recreated.\n\
                   With --manifest the tree is built from a manifest (hsm-manifest SRC writes \
                   one) fetched from an http:// URL or read from a file, instead of SRC.\n\
                   DST must not exist, or be an empty directory / empty file, unless --force.\n\
+                  With --lazy only DST's root directory is made, tagged unpopulated \
+                  (user.hsm.dir) with the record of the metadata source (user.hsm.lazy); \
+                  hsm-serve makes each directory's entries on its first access.\n\
                   Prints one summary line.  Exit status: 0 done, 1 error, 2 bad usage."
 )]
 struct Cli {
@@ -49,9 +62,16 @@ struct Cli {
     #[arg(long, value_name = "MS", default_value_t = 30_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     timeout_ms: u64,
-    /// Populate into a non-empty DST, replacing entries that are in the way.
+    /// Populate into a non-empty DST, replacing entries that are in the way
+    /// (with --lazy: emptying DST first).
     #[arg(long)]
     force: bool,
+    /// Make only DST's root directory, an unpopulated lazy directory that
+    /// records where the metadata is (SRC, or the manifest); hsm-serve
+    /// makes the entries of each directory on its first access
+    /// (FAN_PRE_DIR_ACCESS).
+    #[arg(long)]
+    lazy: bool,
 }
 
 #[derive(Default)]
@@ -77,6 +97,30 @@ fn main() -> ExitCode {
             .exit();
     }
     let dst = cli.paths.last().cloned().unwrap_or_default();
+    if cli.lazy {
+        let timeout = Duration::from_millis(cli.timeout_ms);
+        let (from, res) = match &cli.manifest {
+            Some(m) => (m.clone(), lazy_from_manifest(m, timeout, &dst, cli.force)),
+            None => (
+                cli.paths[0].display().to_string(),
+                lazy_from_dir(&cli.paths[0], &dst, cli.force),
+            ),
+        };
+        return match res {
+            Ok(spec) => {
+                println!(
+                    "hsm-populate: {from} -> {}: lazy: 1 directory (unpopulated), its entries \
+                     made on demand by hsm-serve (metadata: {spec})",
+                    dst.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("hsm-populate: error: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let (from, res) = match &cli.manifest {
         Some(url) => (
             url.clone(),
@@ -134,6 +178,172 @@ fn check_dst(dst: &Path, force: bool) -> Result<()> {
     }
 }
 
+/// A source directory's canonical path, refusing a DST inside it.
+fn source_dir(src: &Path, dst: &Path) -> Result<PathBuf> {
+    let src = fs::canonicalize(src).with_context(|| format!("resolve {}", src.display()))?;
+    if let Some(parent) = dst.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if let Ok(p) = fs::canonicalize(parent) {
+            if p.starts_with(&src) {
+                bail!(
+                    "destination {} is inside the source {}",
+                    dst.display(),
+                    src.display()
+                );
+            }
+        }
+    }
+    Ok(src)
+}
+
+/// `--lazy SRC DST`: the lazy root of the tree at SRC.
+fn lazy_from_dir(src: &Path, dst: &Path, force: bool) -> Result<MetaSpec> {
+    let m = fs::symlink_metadata(src).with_context(|| format!("source {}", src.display()))?;
+    if !m.is_dir() {
+        bail!(
+            "source {}: --lazy needs a directory (a single file has no entries to make lazily)",
+            src.display()
+        );
+    }
+    let src = source_dir(src, dst)?;
+    let attrs = lazy::Attrs {
+        mode: m.mode() & 0o7777,
+        mtime: (m.mtime(), m.mtime_nsec() as u32),
+        owner: Some((m.uid(), m.gid())),
+    };
+    let spec = MetaSpec::Dir(src);
+    make_lazy_root(&spec, &attrs, dst, force)?;
+    Ok(spec)
+}
+
+/// `--lazy --manifest URL|FILE DST`: the whole manifest is fetched and
+/// checked (as without --lazy: a bad one is refused with nothing made), and
+/// its spec recorded (a file as an absolute path).
+fn lazy_from_manifest(spec: &str, timeout: Duration, dst: &Path, force: bool) -> Result<MetaSpec> {
+    let entries = manifest::decode(&manifest::fetch(spec, timeout)?)
+        .with_context(|| format!("manifest {spec}"))?;
+    let root = &entries[0];
+    let attrs = lazy::Attrs {
+        mode: root.mode,
+        mtime: root.mtime,
+        owner: None,
+    };
+    lazy::ManifestIndex::new(entries.clone()).with_context(|| format!("manifest {spec}"))?;
+    let spec = if spec.starts_with("http://") {
+        spec.to_string()
+    } else {
+        fs::canonicalize(spec)
+            .with_context(|| format!("resolve {spec}"))?
+            .to_str()
+            .with_context(|| format!("manifest path {spec} is not UTF-8"))?
+            .to_string()
+    };
+    let spec = MetaSpec::Manifest(spec);
+    make_lazy_root(&spec, &attrs, dst, force)?;
+    Ok(spec)
+}
+
+/// DST as an unpopulated lazy directory recording `spec`: made under a
+/// temporary name next to it, tagged, given its attributes, then renamed
+/// to DST (which must not exist or be an empty directory; `force` empties
+/// it first).  Where DST cannot be replaced (a mount point), the empty DST
+/// is tagged in place.
+fn make_lazy_root(spec: &MetaSpec, attrs: &lazy::Attrs, dst: &Path, force: bool) -> Result<()> {
+    let existing = match fs::symlink_metadata(dst) {
+        Ok(m) => Some(m),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("destination {}", dst.display())),
+    };
+    if let Some(m) = &existing {
+        let empty_dir = m.is_dir()
+            && fs::read_dir(dst)
+                .with_context(|| format!("read {}", dst.display()))?
+                .next()
+                .is_none();
+        if !empty_dir {
+            if !force {
+                bail!(
+                    "destination {} exists and is not an empty directory (use --force to \
+                     replace it)",
+                    dst.display()
+                );
+            }
+            if m.is_dir() {
+                for e in fs::read_dir(dst).with_context(|| format!("read {}", dst.display()))? {
+                    let e = e.with_context(|| format!("read {}", dst.display()))?;
+                    clear(&e.path())?;
+                }
+            } else {
+                clear(dst)?;
+            }
+        }
+    }
+    let tag = |p: &Path| -> Result<()> {
+        xattr::lset(p, LAZY_XATTR, &spec.encode())
+            .and_then(|()| xattr::lset(p, DIR_XATTR, lazy::UNPOPULATED.as_bytes()))
+            .with_context(|| {
+                format!(
+                    "tag {} with {DIR_XATTR} and {LAZY_XATTR} (the filesystem needs user xattrs)",
+                    p.display()
+                )
+            })?;
+        if let Some((u, g)) = attrs.owner {
+            match fchownat(
+                None,
+                p,
+                Some(Uid::from_raw(u)),
+                Some(Gid::from_raw(g)),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            ) {
+                Ok(()) | Err(nix::errno::Errno::EPERM) => {}
+                Err(e) => return Err(e).with_context(|| format!("chown {}", p.display())),
+            }
+        }
+        fs::set_permissions(p, fs::Permissions::from_mode(attrs.mode))
+            .with_context(|| format!("chmod {}", p.display()))?;
+        let mt = TimeSpec::new(attrs.mtime.0, attrs.mtime.1.into());
+        utimensat(
+            None,
+            p,
+            &TimeSpec::UTIME_OMIT,
+            &mt,
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .with_context(|| format!("set times of {}", p.display()))
+    };
+    let name = dst.file_name().context("destination has no file name")?;
+    let parent = match dst.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".hsm-tmp.{}", std::process::id()));
+    let tmp = parent.join(tmp_name);
+    fs::create_dir(&tmp).with_context(|| format!("mkdir {}", tmp.display()))?;
+    if let Err(e) = tag(&tmp) {
+        let _ = fs::remove_dir(&tmp);
+        return Err(e);
+    }
+    match fs::rename(&tmp, dst) {
+        Ok(()) => Ok(()),
+        // DST is a mount point (EBUSY) or cannot be replaced otherwise: tag
+        // the empty directory in place.
+        Err(e) if dst.is_dir() => {
+            let _ = fs::remove_dir(&tmp);
+            eprintln!(
+                "hsm-populate: cannot replace {} ({e}): tagging it in place (start hsm-serve \
+                 after this)",
+                dst.display()
+            );
+            tag(dst)
+        }
+        Err(e) => {
+            let _ = fs::remove_dir(&tmp);
+            Err(e).with_context(|| format!("rename {} to {}", tmp.display(), dst.display()))
+        }
+    }
+}
+
 fn run(src: &Path, dst: &Path, force: bool) -> Result<Summary> {
     let src_meta =
         fs::symlink_metadata(src).with_context(|| format!("source {}", src.display()))?;
@@ -146,18 +356,7 @@ fn run(src: &Path, dst: &Path, force: bool) -> Result<Summary> {
     }
     check_dst(dst, force)?;
     if ft.is_dir() {
-        let src = fs::canonicalize(src).with_context(|| format!("resolve {}", src.display()))?;
-        if let Some(parent) = dst.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if let Ok(p) = fs::canonicalize(parent) {
-                if p.starts_with(&src) {
-                    bail!(
-                        "destination {} is inside the source {}",
-                        dst.display(),
-                        src.display()
-                    );
-                }
-            }
-        }
+        source_dir(src, dst)?;
     }
     let mut s = Summary::default();
     mirror(src, dst, force, &mut s)?;

@@ -75,16 +75,37 @@
 //!   a worker fills it and the program's faults there find it cached.  The
 //!   prefetch threads are plain readers of DST: this relies on the daemon
 //!   answering them like any other reader.
+//! * Lazy directories (`hsm-populate --lazy`, see [`hsm::lazy`]): when the
+//!   kernel accepts `FAN_PRE_DIR_ACCESS` the filesystem mark has it too.  A
+//!   directory event is answered at once by the thread that reads events
+//!   when the directory is not an unpopulated lazy one (ignored from then
+//!   on, evictable ignore mark for `FAN_PRE_DIR_ACCESS`), or denied with EIO
+//!   when it is one reached outside DST.  Otherwise a worker takes the
+//!   directory's lock, and unless it is populated by then, makes its entries
+//!   from the metadata the root's `user.hsm.lazy` names (a source directory,
+//!   listed; a manifest, fetched once and indexed by directory), every call
+//!   relative to the event's descriptor (which sends no event: the daemon's
+//!   own walks from anywhere else would), syncs the directory, tags it
+//!   `populated`, syncs it again, ignores it and allows the event.  A
+//!   directory whose metadata cannot be had is denied with EIO, nothing
+//!   tagged.  The daemon's own events of unpopulated directories (an
+//!   eviction's path, a prefetch thread) go to the workers too: no worker
+//!   ever walks a path into DST, so none waits for one.
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{CommandFactory, Parser, ValueEnum};
 use fanotify::consts::*;
 use fanotify::{Event, Fanotify, Response};
+use hsm::lazy::{self, DirState, MetaSpec};
+use hsm::lazydir::{self, FAN_PRE_DIR_ACCESS};
 use hsm::ranges::{fill_span, RangeSet};
 use hsm::source::{open_source, Fetcher, HttpConfig, Source};
 use hsm::stats::Counters;
 use hsm::util::parse_fill_size;
-use hsm::{control, state, xattr, EXIT_UNSUPPORTED, PAGE, POPULATED_XATTR, STUB_XATTR};
+use hsm::{
+    control, state, xattr, DIR_XATTR, EXIT_UNSUPPORTED, LAZY_XATTR, PAGE, POPULATED_XATTR,
+    STUB_XATTR,
+};
 use nix::errno::Errno;
 use nix::fcntl::{FallocateFlags, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -107,12 +128,16 @@ use std::time::{Duration, Instant};
     name = "hsm-serve",
     override_usage = "hsm-serve [OPTIONS] SRC DST\n       hsm-serve [OPTIONS] --source DIR|URL DST",
     about = "Fill HSM stubs under DST from SRC on fanotify pre-content events",
-    after_help = "Prints 'ready: mark=filesystem mode=... control=...' on stdout once its mark is in \
-                  place, and a 'stats: events=N fetched_bytes=N files_completed=N errors=N duplicates=N \
-                  ignored=N own=N evicted_files=N evicted_bytes=N evict_busy=N max_parallel=N \
-                  p50_us=N p90_us=N p99_us=N max_us=N' line on SIGUSR1 and on exit (SIGINT, SIGTERM).\n\
+    after_help = "Prints 'ready: mark=filesystem mode=... control=... dir_access=0|1 lazy=0|1' on \
+                  stdout once its mark is in place, and a 'stats: events=N fetched_bytes=N \
+                  files_completed=N errors=N duplicates=N ignored=N own=N evicted_files=N \
+                  evicted_bytes=N evict_busy=N max_parallel=N p50_us=N p90_us=N p99_us=N max_us=N \
+                  dir_events=N dir_ignored=N dirs_populated=N entries_created=N entries_kept=N \
+                  tmp_removed=N meta_fetches=N' line on SIGUSR1 and on exit (SIGINT, SIGTERM).\n\
+                  A lazy DST (hsm-populate --lazy) needs a kernel with FAN_PRE_DIR_ACCESS.\n\
                   Exit status: 0 after SIGINT/SIGTERM; 1 error; 2 bad usage; 3 the kernel or \
-                  filesystem lacks the needed fanotify feature (e.g. FAN_PRE_FAULT)."
+                  filesystem lacks the needed fanotify feature (e.g. FAN_PRE_FAULT, or \
+                  FAN_PRE_DIR_ACCESS for a lazy DST)."
 )]
 struct Cli {
     /// SRC DST, or only DST with --source SRC.  SRC: the tree (or file)
@@ -171,6 +196,11 @@ struct Cli {
     /// evict_leased=1 meanwhile).
     #[arg(long, value_name = "MS", default_value_t = 0, hide = true)]
     evict_hold_ms: u64,
+    /// Testing: sleep this long with each entry of a lazy directory made but
+    /// not yet under its name, so that a test can stop the daemon in the
+    /// middle of a population.
+    #[arg(long, value_name = "MS", default_value_t = 0, hide = true)]
+    populate_hold_ms: u64,
     /// Start in fault mode even if other processes have regular files of
     /// DST's filesystem open or mapped (see "Marks" in the README: those
     /// opened before the mark cannot read what is not cached once the file
@@ -311,7 +341,17 @@ struct Daemon {
     group: Fanotify,
     source: Box<dyn Source>,
     dst: PathBuf,
+    /// The file events of the mark, and of the ignore marks of files.
     mask: u64,
+    /// The mark has FAN_PRE_DIR_ACCESS too (the kernel accepted it).
+    dir_access: bool,
+    /// The metadata of the lazy tree (DST's `user.hsm.lazy`), read at
+    /// start-up (or on first use, if DST became one later).
+    meta: Mutex<Option<Arc<lazy::Meta>>>,
+    /// How long a manifest fetch may take.
+    meta_timeout: Duration,
+    /// --populate-hold-ms.
+    populate_hold: Duration,
     store: Store,
     counters: Counters,
     /// Our own pid (the events' pid is the accessing process's tgid).
@@ -406,11 +446,32 @@ fn run(cli: Cli) -> Result<()> {
     let sfd = SignalFd::with_flags(&sigs, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .context("signalfd")?;
 
+    // A lazy tree: its root records where its metadata is, or is
+    // unpopulated.  Read before the mark, which tells whether the kernel can
+    // serve it.
+    let lazy_tree = xattr::lget(&dst, LAZY_XATTR).ok().flatten().is_some()
+        || DirState::from_value(xattr::lget(&dst, DIR_XATTR).ok().flatten().as_deref())
+            == DirState::Unpopulated;
+    // Its record, read now: a worker reading it later walks DST's path.
+    let meta_timeout = Duration::from_millis(cli.http_timeout_ms);
+    let meta = match xattr::lget(&dst, LAZY_XATTR).ok().flatten() {
+        Some(v) => {
+            let spec = MetaSpec::decode(&v).with_context(|| format!("{}", dst.display()))?;
+            eprintln!("hsm-serve: lazy tree: metadata from {spec}");
+            Some(Arc::new(lazy::Meta::new(spec, meta_timeout)))
+        }
+        None => None,
+    };
+    let dir_access = mark_filesystem(&group, mask, &dst, cli.mode, lazy_tree)?;
     let d = Arc::new(Daemon {
         group,
         source,
         dst,
         mask,
+        dir_access,
+        meta: Mutex::new(meta),
+        meta_timeout,
+        populate_hold: Duration::from_millis(cli.populate_hold_ms),
         store,
         counters: Counters::default(),
         pid: std::process::id() as i32,
@@ -422,14 +483,13 @@ fn run(cli: Cli) -> Result<()> {
         evict_hold: Duration::from_millis(cli.evict_hold_ms),
         verbose: cli.verbose,
     });
-    d.mark_filesystem(cli.mode)?;
     // After the mark (which tells whether the filesystem allows it at all),
     // so that a filesystem without pre-content support says so.
     if cli.mode == Mode::Fault && !cli.shared_fs {
         if let Err(e) = check_unused(&d.dst) {
             let _ = d
                 .group
-                .mark(FAN_MARK_REMOVE | FAN_MARK_FILESYSTEM, d.mask, &d.dst);
+                .mark(FAN_MARK_REMOVE | FAN_MARK_FILESYSTEM, d.mark_mask(), &d.dst);
             return Err(e);
         }
     }
@@ -469,7 +529,8 @@ fn run(cli: Cli) -> Result<()> {
         .collect::<Result<_>>()?;
 
     println!(
-        "ready: mark=filesystem mode={} workers={} fill_size={} state={} control={control} dst={}",
+        "ready: mark=filesystem mode={} workers={} fill_size={} state={} control={control} dst={} \
+         dir_access={} lazy={}",
         match cli.mode {
             Mode::Fault => "fault",
             Mode::Mmap => "mmap",
@@ -477,7 +538,9 @@ fn run(cli: Cli) -> Result<()> {
         cli.workers,
         d.fill,
         d.store.name(),
-        d.dst.display()
+        d.dst.display(),
+        u8::from(d.dir_access),
+        u8::from(lazy_tree)
     );
     flush();
 
@@ -499,27 +562,63 @@ fn flush() {
     let _ = std::io::stdout().flush();
 }
 
+/// The filesystem mark on DST's filesystem: `mask` and, when the kernel
+/// accepts it, FAN_PRE_DIR_ACCESS (returns whether it did).  A kernel that
+/// refuses it cannot serve a lazy tree: then `lazy_tree` is an error (exit
+/// status 3), otherwise the mark goes on without it.
+fn mark_filesystem(
+    group: &Fanotify,
+    mask: u64,
+    dst: &Path,
+    mode: Mode,
+    lazy_tree: bool,
+) -> Result<bool> {
+    let add = |m: u64| group.mark(FAN_MARK_ADD | FAN_MARK_FILESYSTEM, m, dst);
+    match add(mask | FAN_PRE_DIR_ACCESS) {
+        Ok(()) => return Ok(true),
+        // Which bit it refuses, the mark without it tells.
+        Err(e) if e.errno() == Some(Errno::EINVAL) => {}
+        Err(e) => return Err(mark_error(e, mode, dst)),
+    }
+    add(mask).map_err(|e| mark_error(e, mode, dst))?;
+    if lazy_tree {
+        let _ = group.mark(FAN_MARK_REMOVE | FAN_MARK_FILESYSTEM, mask, dst);
+        return Err(anyhow!(Unsupported(format!(
+            "this kernel refuses FAN_PRE_DIR_ACCESS (EINVAL): {} is a lazy tree \
+             (hsm-populate --lazy) whose directories it cannot populate on demand; \
+             populate it without --lazy, or use a kernel with lazy directories",
+            dst.display()
+        ))));
+    }
+    Ok(false)
+}
+
+fn mark_error(e: fanotify::Error, mode: Mode, dst: &Path) -> anyhow::Error {
+    match e.errno() {
+        Some(Errno::EINVAL) if mode == Mode::Fault => anyhow!(Unsupported(format!(
+            "{e}: this kernel rejects FAN_PRE_FAULT (no fault-time pre-content \
+             events); use --mode mmap"
+        ))),
+        Some(Errno::EINVAL) => anyhow!(Unsupported(format!(
+            "{e}: this kernel rejects FAN_PRE_ACCESS (no pre-content events)"
+        ))),
+        Some(Errno::EOPNOTSUPP) => anyhow!(Unsupported(format!(
+            "{e}: the filesystem of {} does not allow pre-content marks \
+             (ext4, xfs and btrfs do)",
+            dst.display()
+        ))),
+        _ => anyhow!("{e}"),
+    }
+}
+
 impl Daemon {
-    /// The filesystem mark on DST's filesystem.
-    fn mark_filesystem(&self, mode: Mode) -> Result<()> {
-        let dst = &self.dst;
-        self.group
-            .mark(FAN_MARK_ADD | FAN_MARK_FILESYSTEM, self.mask, dst)
-            .map_err(|e| match e.errno() {
-                Some(Errno::EINVAL) if mode == Mode::Fault => anyhow!(Unsupported(format!(
-                    "{e}: this kernel rejects FAN_PRE_FAULT (no fault-time pre-content \
-                     events); use --mode mmap"
-                ))),
-                Some(Errno::EINVAL) => anyhow!(Unsupported(format!(
-                    "{e}: this kernel rejects FAN_PRE_ACCESS (no pre-content events)"
-                ))),
-                Some(Errno::EOPNOTSUPP) => anyhow!(Unsupported(format!(
-                    "{e}: the filesystem of {} does not allow pre-content marks \
-                     (ext4, xfs and btrfs do)",
-                    dst.display()
-                ))),
-                _ => anyhow!("{e}"),
-            })
+    /// The events of the filesystem mark.
+    fn mark_mask(&self) -> u64 {
+        if self.dir_access {
+            self.mask | FAN_PRE_DIR_ACCESS
+        } else {
+            self.mask
+        }
     }
 
     /// Wait for events and signals.  Returns the signal that ended it.
@@ -568,6 +667,15 @@ impl Daemon {
                         eprintln!("hsm-serve: fanotify queue overflow");
                         Counters::add(&self.counters.errors, 1);
                     }
+                    // TODO(merge): needs_response() knows FAN_PRE_DIR_ACCESS
+                    // once the fanotify crate has it.
+                    if ev.mask & FAN_PRE_DIR_ACCESS != 0 {
+                        if !self.answer_dir_inline(&ev) {
+                            tx.send((ev, t0))
+                                .map_err(|_| anyhow!("all workers are gone"))?;
+                        }
+                        continue;
+                    }
                     if !ev.needs_response() {
                         continue;
                     }
@@ -594,6 +702,17 @@ impl Daemon {
         let own = ev.pid == self.pid;
         match xattr::fget(fd.as_fd(), STUB_XATTR) {
             Ok(None) => {}
+            // The daemon sizing a stub it makes in a lazy directory (a
+            // truncate: no range of content), for which the worker making
+            // it waits: nothing to fill, allowed here.
+            Ok(Some(_)) if own && ev.range().is_none_or(|r| r.count == 0) => {
+                Counters::add(&self.counters.own, 1);
+                if let Err(e) = self.group.respond(fd.as_fd(), Response::Allow) {
+                    eprintln!("hsm-serve: {e}");
+                    Counters::add(&self.counters.errors, 1);
+                }
+                return true;
+            }
             Ok(Some(_)) => return false,
             // Unreadable: a worker fails it again and denies it; but an
             // event of the daemon's own may be one a worker waits for, so
@@ -644,8 +763,223 @@ impl Daemon {
             .context("ignore mark")
     }
 
+    /// Answer a FAN_PRE_DIR_ACCESS event at once, in the thread that reads
+    /// events, when it needs no population: a directory that is not an
+    /// unpopulated lazy one (populated, or never lazy, in DST or anywhere
+    /// else on the filesystem) is allowed and ignored from now on; an
+    /// unpopulated one reached outside DST (another mount) is denied with
+    /// EIO, as its metadata cannot be named.  Returns false for an
+    /// unpopulated directory of DST, for the workers: the daemon's own
+    /// events of those too (an eviction's or a prefetch thread's path walk),
+    /// never answered blocking here.
+    fn answer_dir_inline(&self, ev: &Event) -> bool {
+        let Some(fd) = ev.fd.as_ref() else {
+            return true;
+        };
+        let fd = fd.as_fd();
+        let own = ev.pid == self.pid;
+        let resp = match lazy::dir_state(fd) {
+            Ok(DirState::Unpopulated) => match ev.path() {
+                Ok(p) if self.rel(&p).is_ok() => return false,
+                p => {
+                    eprintln!(
+                        "hsm-serve: denying with EIO: an unpopulated lazy directory reached \
+                         outside {} ({p:?})",
+                        self.dst.display()
+                    );
+                    Counters::add(&self.counters.errors, 1);
+                    Response::DenyErrno(libc::EIO)
+                }
+            },
+            Ok(_) => {
+                if let Err(e) = self.ignore_dir(fd) {
+                    eprintln!("hsm-serve: {e:#}");
+                    Counters::add(&self.counters.errors, 1);
+                }
+                if !own {
+                    Counters::add(&self.counters.dir_ignored, 1);
+                }
+                Response::Allow
+            }
+            // Unreadable: a worker fails it again and denies it; the
+            // daemon's own is allowed (a worker may be the one waiting).
+            Err(_) if !own => return false,
+            Err(e) => {
+                eprintln!("hsm-serve: read {DIR_XATTR} (own access): {e}");
+                Counters::add(&self.counters.errors, 1);
+                Response::Allow
+            }
+        };
+        if self.verbose {
+            eprintln!(
+                "hsm-serve: directory {:?} name={:?} pid={} -> {resp:?} (inline)",
+                ev.path(),
+                lazydir::event_name(ev),
+                ev.pid
+            );
+        }
+        self.count_dir_event(own);
+        if let Err(e) = self.group.respond(fd, resp) {
+            eprintln!("hsm-serve: {e}");
+            Counters::add(&self.counters.errors, 1);
+        }
+        true
+    }
+
+    fn count_dir_event(&self, own: bool) {
+        if own {
+            Counters::add(&self.counters.own, 1);
+        } else {
+            Counters::add(&self.counters.dir_events, 1);
+        }
+    }
+
+    /// Ignore the directory of `fd` from now on: an evictable inode ignore
+    /// mark for FAN_PRE_DIR_ACCESS (when the inode is evicted the mark goes
+    /// with it, and the next event is answered from the directory's tag).
+    fn ignore_dir(&self, fd: BorrowedFd<'_>) -> Result<()> {
+        self.group
+            .mark_fd(
+                FAN_MARK_ADD | FAN_MARK_IGNORE_SURV | FAN_MARK_EVICTABLE,
+                FAN_PRE_DIR_ACCESS,
+                fd,
+                None,
+            )
+            .map_err(|e| anyhow!("{e}"))
+            .context("directory ignore mark")
+    }
+
+    /// Answer one FAN_PRE_DIR_ACCESS event in a worker: populate the
+    /// directory if it still needs it.
+    fn handle_dir(&self, ev: Event) {
+        let Some(fd) = ev.fd.as_ref() else { return };
+        let own = ev.pid == self.pid;
+        let resp = match self.serve_dir(&ev, fd.as_fd()) {
+            Ok(()) => Response::Allow,
+            Err(e) => {
+                eprintln!("hsm-serve: denying a directory event with EIO: {e:#}");
+                Counters::add(&self.counters.errors, 1);
+                Response::DenyErrno(libc::EIO)
+            }
+        };
+        self.count_dir_event(own);
+        if let Err(e) = self.group.respond(fd.as_fd(), resp) {
+            eprintln!("hsm-serve: {e}");
+            Counters::add(&self.counters.errors, 1);
+        }
+    }
+
+    /// The metadata of the lazy tree, from DST's `user.hsm.lazy` (read at
+    /// start-up, or here once if DST became a lazy tree later).
+    fn meta(&self) -> Result<Arc<lazy::Meta>> {
+        let mut m = lock(&self.meta);
+        if let Some(x) = &*m {
+            return Ok(x.clone());
+        }
+        let dst = &self.dst;
+        let rec = xattr::lget(dst, LAZY_XATTR)
+            .with_context(|| format!("read {LAZY_XATTR} of {}", dst.display()))?
+            .ok_or_else(|| {
+                anyhow!(
+                    "{} has no {LAZY_XATTR}: it is not the root of a lazy tree \
+                     (hsm-populate --lazy), so its unpopulated directories cannot be named \
+                     in any metadata",
+                    dst.display()
+                )
+            })?;
+        let spec = MetaSpec::decode(&rec)?;
+        eprintln!("hsm-serve: lazy tree: metadata from {spec}");
+        let meta = Arc::new(lazy::Meta::new(spec, self.meta_timeout));
+        *m = Some(meta.clone());
+        Ok(meta)
+    }
+
+    /// Populate the directory of `fd` (an event descriptor), under its lock,
+    /// unless it is populated by now.  Err: deny the event, nothing tagged.
+    fn serve_dir(&self, ev: &Event, fd: BorrowedFd<'_>) -> Result<()> {
+        let st = nix::sys::stat::fstat(fd.as_raw_fd()).context("fstat event fd")?;
+        let key = (st.st_dev, st.st_ino);
+        let dlock = self.file_lock(key);
+        let _guard = lock(&dlock);
+        let state = lazy::dir_state(fd).with_context(|| format!("read {DIR_XATTR}"))?;
+        if state != DirState::Unpopulated {
+            // Populated while this event waited for the lock (several
+            // events of one directory: populated once, all answered), or
+            // not lazy.
+            if ev.pid != self.pid {
+                Counters::add(&self.counters.dir_ignored, 1);
+            }
+            self.drop_lock(key, &dlock);
+            if let Err(e) = self.ignore_dir(fd) {
+                eprintln!("hsm-serve: {e:#}");
+                Counters::add(&self.counters.errors, 1);
+            }
+            return Ok(());
+        }
+        let path = ev.path().context("readlink event fd")?;
+        if path.to_string_lossy().ends_with(" (deleted)") {
+            bail!("{} was deleted", path.display());
+        }
+        let rel = self
+            .rel(&path)
+            .context("an unpopulated lazy directory reached outside DST")?;
+        if !rel.as_os_str().is_empty() && xattr::fget(fd, LAZY_XATTR)?.is_some() {
+            bail!(
+                "{} is the root of another lazy tree (hsm-populate --lazy into a served \
+                 tree): its metadata is not {}'s",
+                path.display(),
+                self.dst.display()
+            );
+        }
+        let meta = self.meta()?;
+        let listing = meta
+            .listing(&rel, &self.counters.meta_fetches)
+            .with_context(|| format!("metadata of {}", path.display()))?;
+        let n = lazy::populate(fd, &listing, self.populate_hold, || {
+            Counters::add(&self.counters.entries_created, 1)
+        })
+        .with_context(|| format!("populate {}", path.display()))?;
+        Counters::add(&self.counters.entries_kept, n.kept);
+        Counters::add(&self.counters.tmp_removed, n.removed);
+        // The entries are durable before the tag that says so.
+        if self.sync {
+            nix::unistd::fsync(fd.as_raw_fd())
+                .with_context(|| format!("fsync {}", path.display()))?;
+        }
+        xattr::fset(fd, DIR_XATTR, lazy::POPULATED.as_bytes())
+            .with_context(|| format!("tag {} populated", path.display()))?;
+        if self.sync {
+            nix::unistd::fsync(fd.as_raw_fd())
+                .with_context(|| format!("fsync {}", path.display()))?;
+        }
+        Counters::add(&self.counters.dirs_populated, 1);
+        if self.verbose {
+            eprintln!(
+                "hsm-serve: populated {} (name={:?} pid={}): {} made, {} kept, {} leftovers \
+                 removed, {} skipped",
+                path.display(),
+                lazydir::event_name(ev),
+                ev.pid,
+                n.created,
+                n.kept,
+                n.removed,
+                n.invalid
+            );
+        }
+        self.drop_lock(key, &dlock);
+        // Populated either way: a failed mark only costs events.
+        if let Err(e) = self.ignore_dir(fd) {
+            eprintln!("hsm-serve: {e:#}");
+            Counters::add(&self.counters.errors, 1);
+        }
+        Ok(())
+    }
+
     /// Answer one permission event.
     fn handle(&self, fetcher: &mut dyn Fetcher, ev: Event, t0: Instant) {
+        if ev.mask & FAN_PRE_DIR_ACCESS != 0 {
+            return self.handle_dir(ev);
+        }
         let Some(fd) = ev.fd.as_ref() else { return };
         let resp = if ev.mask & (FAN_PRE_ACCESS | FAN_PRE_FAULT) == 0 {
             Response::Allow

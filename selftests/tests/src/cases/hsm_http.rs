@@ -778,11 +778,9 @@ impl Reader {
     }
 
     /// Is it blocked in the kernel waiting for a fanotify listener's
-    /// answer?  Its kernel stack (/proc/PID/stack) says so.
+    /// answer?  See [`waits_for_listener`].
     pub fn waits_for_listener(&self) -> bool {
-        std::fs::read_to_string(format!("/proc/{}/stack", self.pid))
-            .map(|s| s.contains("fanotify"))
-            .unwrap_or(false)
+        waits_for_listener(self.pid)
     }
 }
 
@@ -793,6 +791,14 @@ impl Drop for Reader {
             let _ = waitpid(self.pid, None);
         }
     }
+}
+
+/// Is process `pid` blocked in the kernel waiting for a fanotify
+/// listener's answer?  Its kernel stack (/proc/PID/stack) says so.
+pub fn waits_for_listener(pid: Pid) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stack"))
+        .map(|s| s.contains("fanotify"))
+        .unwrap_or(false)
 }
 
 /// The child's loop; its exit code.

@@ -11,6 +11,11 @@ mod hsm_http_bad_answer;
 mod hsm_http_down;
 mod hsm_http_kill;
 mod hsm_http_netem;
+mod hsm_lazy_exec;
+mod hsm_lazy_find;
+mod hsm_lazy_restart;
+mod hsm_lazy_stat;
+mod hsm_lazy_util;
 mod hsm_populate;
 mod hsm_restart;
 mod hsm_serve_errors;
@@ -122,6 +127,10 @@ pub static ALL: &[Test] = &[
     hsm_http_down::TEST,
     hsm_http_bad_answer::TEST,
     hsm_http_netem::TEST,
+    hsm_lazy_find::TEST,
+    hsm_lazy_stat::TEST,
+    hsm_lazy_exec::TEST,
+    hsm_lazy_restart::TEST,
 ];
 
 /// Tags must lead a reader of this repository somewhere: see "Tags" in
