@@ -1,5 +1,5 @@
 //! Lazy directories (issue 16 item 4): a tree whose directories are made
-//! on demand, from `FAN_PRE_DIR_ACCESS` events ([`crate::lazydir`]).
+//! on demand, from `FAN_PRE_DIR_ACCESS` events (`fanotify::consts::FAN_PRE_DIR_ACCESS`, `fanotify::Event::name`).
 //!
 //! `hsm-populate --lazy` creates only DST's root directory, tagged as an
 //! unpopulated lazy directory, with a record of where the metadata of the
@@ -574,6 +574,35 @@ impl Creator<'_> {
             .context("set times")
     }
 
+    /// `set_fd_attrs` for the entry `name` of the directory, through walks
+    /// from the event fd (no events), without opening it.
+    fn set_at_attrs(&self, name: &OsStr, a: &Attrs) -> Result<()> {
+        if let Some((u, g)) = a.owner {
+            owned(nix::unistd::fchownat(
+                raw(self.dir),
+                name,
+                Some(Uid::from_raw(u)),
+                Some(Gid::from_raw(g)),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            ))?;
+        }
+        nix::sys::stat::fchmodat(
+            raw(self.dir),
+            name,
+            Mode::from_bits_truncate(a.mode),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+        .context("chmod")?;
+        nix::sys::stat::utimensat(
+            raw(self.dir),
+            name,
+            &TimeSpec::UTIME_OMIT,
+            &timespec(a.mtime),
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .context("set times")
+    }
+
     /// A stub as `hsm-populate` makes it: nameless, tagged, sized, then
     /// linked under its name.
     fn file(&self, e: &LazyEntry, size: u64) -> Result<()> {
@@ -670,19 +699,22 @@ impl Creator<'_> {
             nix::sys::stat::mkdirat(raw(self.dir), t, Mode::from_bits_truncate(0o700))
         })?;
         let done = (|| {
+            // O_PATH: opening a directory for reading sends it a
+            // FAN_PRE_DIR_ACCESS, which the reading thread would answer by
+            // ignoring the still untagged directory for good.
             let fd = nix::fcntl::openat(
                 raw(self.dir),
                 tmp.as_os_str(),
-                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
                 Mode::empty(),
             )
             .context("open")?;
             // SAFETY: openat(2) returned a new descriptor that nothing else
             // owns.
             let sub = unsafe { OwnedFd::from_raw_fd(fd) };
-            xattr::fset(sub.as_fd(), DIR_XATTR, UNPOPULATED.as_bytes())
+            xattr::opath_set(sub.as_fd(), DIR_XATTR, UNPOPULATED.as_bytes())
                 .with_context(|| format!("tag with {DIR_XATTR}"))?;
-            Self::set_fd_attrs(sub.as_fd(), &e.attrs)
+            self.set_at_attrs(&tmp, &e.attrs)
         })();
         if let Err(err) = done {
             let _ = self.remove(&tmp, true);

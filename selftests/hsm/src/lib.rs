@@ -22,8 +22,6 @@
 //! * [`lazy`]: lazy directories (`hsm-populate --lazy`): tags, the record
 //!   of the metadata source, the manifest indexed by directory, the
 //!   population of one directory.
-//! * [`lazydir`]: the `FAN_PRE_DIR_ACCESS` bit and its name record (to be
-//!   moved to the fanotify crate).
 //!
 //! # On-disk conventions (shared by the tools)
 //!
@@ -45,7 +43,6 @@ pub mod cache;
 pub mod control;
 pub mod driver;
 pub mod lazy;
-pub mod lazydir;
 pub mod manifest;
 pub mod map;
 pub mod pattern;

@@ -85,6 +85,24 @@ pub fn lset(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
     })
 }
 
+/// `setxattr(2)` on what an `O_PATH` descriptor refers to, through its
+/// `/proc/self/fd` link: `fsetxattr(2)` refuses `O_PATH` descriptors, and a
+/// directory opened for reading would send `FAN_PRE_DIR_ACCESS`.
+pub fn opath_set(fd: BorrowedFd<'_>, name: &str, value: &[u8]) -> io::Result<()> {
+    let p = cstr(format!("/proc/self/fd/{}", fd.as_raw_fd()).as_bytes())?;
+    let n = cstr(name.as_bytes())?;
+    // SAFETY: both strings are NUL-terminated; value is a valid slice.
+    check(unsafe {
+        libc::setxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    })
+}
+
 /// `fremovexattr(2)`; a missing attribute is not an error.
 pub fn fremove(fd: BorrowedFd<'_>, name: &str) -> io::Result<()> {
     let n = cstr(name.as_bytes())?;

@@ -94,10 +94,10 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{CommandFactory, Parser, ValueEnum};
+use fanotify::consts::FAN_PRE_DIR_ACCESS;
 use fanotify::consts::*;
 use fanotify::{Event, Fanotify, Response};
 use hsm::lazy::{self, DirState, MetaSpec};
-use hsm::lazydir::{self, FAN_PRE_DIR_ACCESS};
 use hsm::ranges::{fill_span, RangeSet};
 use hsm::source::{open_source, Fetcher, HttpConfig, Source};
 use hsm::stats::Counters;
@@ -814,7 +814,7 @@ impl Daemon {
             eprintln!(
                 "hsm-serve: directory {:?} name={:?} pid={} -> {resp:?} (inline)",
                 ev.path(),
-                lazydir::event_name(ev),
+                ev.name(),
                 ev.pid
             );
         }
@@ -958,7 +958,7 @@ impl Daemon {
                 "hsm-serve: populated {} (name={:?} pid={}): {} made, {} kept, {} leftovers \
                  removed, {} skipped",
                 path.display(),
-                lazydir::event_name(ev),
+                ev.name(),
                 ev.pid,
                 n.created,
                 n.kept,

@@ -161,6 +161,10 @@ fn one_source(ctx: &Ctx, kind: SourceKind) {
 
     // A new daemon completes the clone.
     let mut s = src.serve(&dst, &["--workers", "4"]);
+    // The first walk populates big; only the second sees big's mtime as its
+    // population restores it (until then big shows the mtime the crash and
+    // the leftovers gave it: a limitation the README states).
+    let _ = snapshot(&dst);
     let got = snapshot(&dst);
     check_same(&want, &got, &format!("{w}, after the restart"));
     let tmp = tmp_names(&got);

@@ -10,7 +10,6 @@ use super::hsm_util::*;
 use fanotify::consts::*;
 use fanotify::Fanotify;
 use hsm::lazy::{self, TMP_PREFIX};
-use hsm::lazydir::FAN_PRE_DIR_ACCESS;
 use ltp::res::OrBrok;
 use ltp::{tbrok, tfail, tinfo, tpass, Ctx};
 use nix::errno::Errno;
