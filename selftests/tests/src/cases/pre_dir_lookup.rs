@@ -28,7 +28,9 @@
 //!   that errno.
 //!
 //! Case 23, the dcache and the ignore mark: a name already looked up as
-//! positive (the HSM's file) sends nothing; a negative one (a name the HSM
+//! positive (the HSM's file) sends nothing; a name over NAME_MAX is refused
+//! with ENAMETOOLONG before an event; a walk from an O_PATH fd of the
+//! directory sends its event (only event fds do not); a negative one (a name the HSM
 //! does not have) sends the event again while the directory is not opted
 //! out (the HSM's own population leaves negative dentries on the way: the
 //! new name of a rename, before the rename); once the directory has the
@@ -69,6 +71,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// Longer than NAME_MAX (255): refused before any event.
+const LONG_NAME: &str = "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn";
 
 pub const TEST: Test = Test {
     name: "pre_dir_lookup",
@@ -636,7 +641,7 @@ fn dcache_and_ignore(ctx: &Ctx) {
         move || size_of(nix::sys::stat::stat(&p))
     };
     type Check = (&'static str, &'static str, Want, Result<(), Errno>);
-    let steps: [Check; 4] = [
+    let steps: [Check; 5] = [
         ("stat f, first lookup", "f", names(&["f"]), Ok(())),
         (
             "stat f again: a positive dentry",
@@ -656,6 +661,12 @@ fn dcache_and_ignore(ctx: &Ctx) {
             names(&["nope"]),
             Err(Errno::ENOENT),
         ),
+        (
+            "stat of a 300-byte name: refused before an event (no NAME record over NAME_MAX)",
+            LONG_NAME,
+            Want::Nothing,
+            Err(Errno::ENAMETOOLONG),
+        ),
     ];
     for (what, name, want_ev, want) in steps {
         let Some((got, evs, tid)) = step(&l, what, stat(name)) else {
@@ -664,6 +675,38 @@ fn dcache_and_ignore(ctx: &Ctx) {
         report_got(what, want, &got);
         report_events(what, &evs, id, tid, want_ev);
     }
+    // A walk from an O_PATH fd (anyone may open one) is a walk like any
+    // other: only event fds send nothing.
+    let d2 = d.clone();
+    let Some((got, evs, tid)) = step(&l, "fstatat from an O_PATH fd", move || {
+        let fd = nix::fcntl::open(
+            &d2,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map(|fd| {
+            // SAFETY: open(2) returned a new descriptor that nothing else owns.
+            unsafe { OwnedFd::from_raw_fd(fd) }
+        });
+        size_of(fd.and_then(|fd| {
+            nix::sys::stat::fstatat(Some(fd.as_raw_fd()), "opath", AtFlags::empty())
+        }))
+    }) else {
+        return;
+    };
+    report_got(
+        "fstatat of a name from an O_PATH fd of the directory",
+        Err(Errno::ENOENT),
+        &got,
+    );
+    report_events(
+        "fstatat of a name from an O_PATH fd of the directory",
+        &evs,
+        id,
+        tid,
+        names(&["opath"]),
+    );
+
     // getdents64 still sends its event on every call.
     let d2 = d.clone();
     let Some((got, evs, tid)) = step(&l, "list", move || list(&d2)) else {

@@ -8,13 +8,12 @@
 //! - 0: inode mark on the lower directory: stat of a name through the
 //!   overlay fails with EPERM;
 //! - 1: the same with a filesystem mark of the test filesystem;
-//! - 2: getdents64 of the overlay root reaches the lower directory through
-//!   overlayfs's private mount: a FAN_PRE_DIR_ACCESS with an fd of the lower
-//!   directory, which the listener answers by populating it (through the
-//!   event fd; that fd is on overlayfs's read-only private mount of the
-//!   layer, so if the mount refuses, through the lower's own path after the
-//!   ignore mark) and marking it populated: the listing is then complete.
-//!   Whatever the kernel does instead is reported as it happened;
+//! - 2: getdents64 of the overlay root: overlayfs reads the lower directory
+//!   itself (iterate_dir() from the kernel, perhaps holding the overlay
+//!   directory's lock), which must not wait for the HSM: EPERM without an
+//!   event while the lower is unpopulated; listing the lower's own path
+//!   (a system call) sends the event, the HSM populates and ignores it, and
+//!   a new overlay then lists it complete, without an event;
 //! - 3: stat through the overlay fails with EPERM; a stat of the lower's
 //!   own path sends a normal event, the listener populates and ignores the
 //!   directory; the same stat through a new overlay mount (overlayfs caches
@@ -35,14 +34,12 @@ use ltp::res::OrBrok;
 use ltp::{tfail, tinfo, tpass, Ctx, Fs, Test};
 use nix::errno::Errno;
 use nix::mount::{umount2, MntFlags, MsFlags};
-use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub const TEST: Test = Test {
     name: "pre_dir_pathless",
-    doc: "overlayfs over a lazy lower directory: path-less lookups EPERM (inode, filesystem mark), listing populates through an event, remount after ignore works; mount marks do not refuse",
+    doc: "overlayfs over a lazy lower directory: path-less lookups and overlayfs's own readdir EPERM while unpopulated (inode, filesystem mark), remount after populate+ignore works; mount marks do not refuse",
     needs_kconfigs: &[
         "CONFIG_FANOTIFY_ACCESS_PERMISSIONS",
         "CONFIG_OVERLAY_FS",
@@ -235,77 +232,61 @@ fn refused(ctx: &Ctx, layers: &Layers, i: u32) {
 
 /// Case 2: listing the overlay root.
 fn listing(layers: &Layers, id: DirId) {
-    let how = Arc::new(Mutex::new(Vec::<String>::new()));
-    let how2 = how.clone();
-    let lower = layers.lower.clone();
-    let mut done = false;
-    let l = DirListener::start(
-        lazy_dir_group(&layers.lower),
-        Box::new(move |h| {
-            let fdpath = std::fs::read_link(format!("/proc/self/fd/{}", h.fd.as_raw_fd()));
-            how2.lock().unwrap().push(format!("event fd: {fdpath:?}"));
-            if done {
-                return Response::Allow;
-            }
-            done = true;
-            let ro = nix::sys::statvfs::fstatvfs(h.fd)
-                .map(|v| v.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
-            let r = if ro == Ok(false) {
-                how2.lock()
-                    .unwrap()
-                    .push("populated through the event fd".into());
-                h.populate(LOWER).and_then(|()| h.ignore())
-            } else {
-                how2.lock().unwrap().push(format!(
-                    "the event fd is on a read-only mount ({ro:?}): ignore mark, then populated through the lower's own path"
-                ));
-                h.ignore().and_then(|()| {
-                    let fd = open_dir(&lower).map_err(|e| format!("open the lower: {e}"))?;
-                    populate(fd.as_fd(), LOWER)
-                })
-            };
-            match r {
-                Ok(()) => Response::Allow,
-                Err(e) => {
-                    tfail!("listener: populate the lower directory: {e}");
-                    Response::DenyErrno(libc::EIO)
-                }
-            }
-        }),
-    );
+    let l = DirListener::populating(lazy_dir_group(&layers.lower), LOWER, true, Response::Allow);
     let Some(ovl) = mount_or_fail(layers, 0, "listing") else {
         return;
     };
     let merged = ovl.0.clone();
-    let Some((got, evs, tid)) = step(&l, "listing the overlay root", move || list(&merged)) else {
+    let Some((got, evs, _)) = step(&l, "listing the overlay root", move || list(&merged)) else {
         return;
     };
-    for h in how.lock().unwrap().iter() {
-        tinfo!("listener: {h}");
-    }
-    tinfo!("events: {:?}", summary(&evs));
-    let want = name_set(&["name", "other"]);
-    match &got {
-        Ok((n, _)) if *n == want => {
-            tpass!("listing the overlay root is complete: {n:?}")
-        }
-        other => tfail!(
-            "listing the overlay root gave {other:?}, want {want:?}; {} events on the lower: {:?}",
+    drop(ovl);
+    if matches!(got, Err(Errno::EPERM)) && evs.is_empty() {
+        tpass!("listing the overlay root (overlayfs reads the unpopulated lower directory itself, perhaps under its own locks) failed with EPERM, without an event");
+    } else {
+        tfail!(
+            "listing the overlay root before the lower is populated gave {got:?} and {} events ({:?}), want EPERM and none",
             evs.len(),
             summary(&evs)
-        ),
+        );
     }
+    // The lower's own path: a system call, which waits for the listener.
+    let lower = layers.lower.clone();
+    let Some((got, evs, tid)) = step(&l, "listing the lower directory", move || list(&lower))
+    else {
+        return;
+    };
+    let want = name_set(&["name", "other"]);
     let good = evs
         .iter()
         .filter(|e| e.name().is_none() && e.problem(id).is_none() && e.pid == tid)
         .count();
-    if good > 0 {
-        tpass!("getdents64 of the overlay root sent a FAN_PRE_DIR_ACCESS without a name, with an O_RDONLY fd of the lower directory, from the listing thread");
-    } else {
-        tfail!(
-            "getdents64 of the overlay root sent no FAN_PRE_DIR_ACCESS with an fd of the lower directory: {:?}",
+    match &got {
+        Ok((n, _)) if *n == want && good > 0 => tpass!(
+            "listing the lower's own path sent a FAN_PRE_DIR_ACCESS without a name and listed what the HSM made: {n:?}"
+        ),
+        other => tfail!(
+            "listing the lower's own path gave {other:?} with events {:?}, want {want:?} after an event without a name",
             summary(&evs)
-        );
+        ),
+    }
+    // A new overlay (overlayfs caches what it read) over the populated,
+    // ignored lower directory.
+    let Some(ovl) = mount_or_fail(layers, 1, "listing after populating") else {
+        return;
+    };
+    let merged = ovl.0.clone();
+    let Some((got, evs, _)) = step(&l, "listing a new overlay", move || list(&merged)) else {
+        return;
+    };
+    match &got {
+        Ok((n, _)) if *n == want && evs.is_empty() => {
+            tpass!("the populated, ignored lower directory lists through a new overlay: {n:?}, no event")
+        }
+        other => tfail!(
+            "listing a new overlay over the populated lower gave {other:?} with events {:?}, want {want:?} and none",
+            summary(&evs)
+        ),
     }
     drop(ovl);
     drop(l);
