@@ -75,8 +75,10 @@
 //!   a worker fills it and the program's faults there find it cached.  The
 //!   prefetch threads are plain readers of DST: this relies on the daemon
 //!   answering them like any other reader.
-//! * Lazy directories (`hsm-populate --lazy`, see [`hsm::lazy`]): when the
-//!   kernel accepts `FAN_PRE_DIR_ACCESS` the filesystem mark has it too.  A
+//! * Lazy directories (`hsm-populate --lazy`, see [`hsm::lazy`]): for a lazy
+//!   DST the filesystem mark has `FAN_PRE_DIR_ACCESS` too (a DST that is not
+//!   lazy goes without: its daemon would answer every directory of the
+//!   filesystem for nothing).  A
 //!   directory event is answered at once by the thread that reads events
 //!   when the directory is not an unpopulated lazy one (ignored from then
 //!   on, evictable ignore mark for `FAN_PRE_DIR_ACCESS`), or denied with EIO
@@ -462,7 +464,22 @@ fn run(cli: Cli) -> Result<()> {
         }
         None => None,
     };
-    let dir_access = mark_filesystem(&group, mask, &dst, cli.mode, lazy_tree)?;
+    // Bound before the mark: a lazy tree's mark sends FAN_PRE_DIR_ACCESS for
+    // the socket's directory too, which nothing would answer before the
+    // thread that reads events runs.
+    let control_listener = match &cli.control {
+        Some(p) => Some(bind_control(p)?),
+        None => None,
+    };
+    let dir_access = match mark_filesystem(&group, mask, &dst, cli.mode, lazy_tree) {
+        Ok(d) => d,
+        Err(e) => {
+            if let Some(p) = &cli.control {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(e);
+        }
+    };
     let d = Arc::new(Daemon {
         group,
         source,
@@ -493,9 +510,8 @@ fn run(cli: Cli) -> Result<()> {
             return Err(e);
         }
     }
-    let control = match &cli.control {
-        Some(p) => {
-            let l = bind_control(p)?;
+    let control = match (&cli.control, control_listener) {
+        (Some(p), Some(l)) => {
             let d = d.clone();
             std::thread::Builder::new()
                 .name("hsm-control".into())
@@ -503,7 +519,7 @@ fn run(cli: Cli) -> Result<()> {
                 .context("spawn the control thread")?;
             p.display().to_string()
         }
-        None => "none".into(),
+        _ => "none".into(),
     };
 
     let (tx, rx) = mpsc::channel::<(Event, Instant)>();
@@ -562,10 +578,11 @@ fn flush() {
     let _ = std::io::stdout().flush();
 }
 
-/// The filesystem mark on DST's filesystem: `mask` and, when the kernel
-/// accepts it, FAN_PRE_DIR_ACCESS (returns whether it did).  A kernel that
-/// refuses it cannot serve a lazy tree: then `lazy_tree` is an error (exit
-/// status 3), otherwise the mark goes on without it.
+/// The filesystem mark on DST's filesystem: `mask` and, for a lazy tree,
+/// FAN_PRE_DIR_ACCESS (returns whether it has it).  A tree that is not lazy
+/// does without: every lookup miss and directory open of the filesystem
+/// would wait for this daemon for nothing.  A kernel that refuses the bit
+/// cannot serve a lazy tree (exit status 3).
 fn mark_filesystem(
     group: &Fanotify,
     mask: u64,
@@ -574,6 +591,10 @@ fn mark_filesystem(
     lazy_tree: bool,
 ) -> Result<bool> {
     let add = |m: u64| group.mark(FAN_MARK_ADD | FAN_MARK_FILESYSTEM, m, dst);
+    if !lazy_tree {
+        add(mask).map_err(|e| mark_error(e, mode, dst))?;
+        return Ok(false);
+    }
     match add(mask | FAN_PRE_DIR_ACCESS) {
         Ok(()) => return Ok(true),
         // Which bit it refuses, the mark without it tells.
@@ -581,16 +602,13 @@ fn mark_filesystem(
         Err(e) => return Err(mark_error(e, mode, dst)),
     }
     add(mask).map_err(|e| mark_error(e, mode, dst))?;
-    if lazy_tree {
-        let _ = group.mark(FAN_MARK_REMOVE | FAN_MARK_FILESYSTEM, mask, dst);
-        return Err(anyhow!(Unsupported(format!(
-            "this kernel refuses FAN_PRE_DIR_ACCESS (EINVAL): {} is a lazy tree \
-             (hsm-populate --lazy) whose directories it cannot populate on demand; \
-             populate it without --lazy, or use a kernel with lazy directories",
-            dst.display()
-        ))));
-    }
-    Ok(false)
+    let _ = group.mark(FAN_MARK_REMOVE | FAN_MARK_FILESYSTEM, mask, dst);
+    Err(anyhow!(Unsupported(format!(
+        "this kernel refuses FAN_PRE_DIR_ACCESS (EINVAL): {} is a lazy tree \
+         (hsm-populate --lazy) whose directories it cannot populate on demand; \
+         populate it without --lazy, or use a kernel with lazy directories",
+        dst.display()
+    ))))
 }
 
 fn mark_error(e: fanotify::Error, mode: Mode, dst: &Path) -> anyhow::Error {
