@@ -451,12 +451,13 @@ fn run(cli: Cli) -> Result<()> {
     // A lazy tree: its root records where its metadata is, or is
     // unpopulated.  Read before the mark, which tells whether the kernel can
     // serve it.
-    let lazy_tree = xattr::lget(&dst, LAZY_XATTR).ok().flatten().is_some()
+    // Its record, read now: a worker reading it later walks DST's path.
+    let record = xattr::lget(&dst, LAZY_XATTR).ok().flatten();
+    let lazy_tree = record.is_some()
         || DirState::from_value(xattr::lget(&dst, DIR_XATTR).ok().flatten().as_deref())
             == DirState::Unpopulated;
-    // Its record, read now: a worker reading it later walks DST's path.
     let meta_timeout = Duration::from_millis(cli.http_timeout_ms);
-    let meta = match xattr::lget(&dst, LAZY_XATTR).ok().flatten() {
+    let meta = match record {
         Some(v) => {
             let spec = MetaSpec::decode(&v).with_context(|| format!("{}", dst.display()))?;
             eprintln!("hsm-serve: lazy tree: metadata from {spec}");
