@@ -68,6 +68,16 @@
 //!   the same bytes, so after the first window it hits a dirty page).
 //! * `uring-read`: an io_uring IORING_OP_READ of the same 4 KiB: the SQE
 //!   push and io_uring_enter(submit 1, wait 1) are in the window.
+//! * the path operations of patch 9's hooks (FAN_PRE_DIR_ACCESS), in a
+//!   directory `dirops` of 32 files and a subdirectory, by descriptor of
+//!   the directory: `stat-miss` (fstatat of a name that does not exist:
+//!   after the warm-up a cached negative dentry, the fast path's hook),
+//!   `open` (openat of a file, closed after the window), `opendir` (openat
+//!   of the subdirectory O_DIRECTORY: the open-time hook), `getdents` (one
+//!   getdents64 of the directory, from offset 0), `mkdir` (mkdirat of a new
+//!   name, removed after the window: the parent lookup's hook).  With no
+//!   FAN_PRE_DIR_ACCESS mark in any variant: the unwatched cost, and
+//!   (hsm-filled) that of a file-only HSM's filesystem mark.
 //! * `fault-event` (variant hsm-filled only): `fault-cold` on a file of the
 //!   marked filesystem without an ignore mark: one FAN_PRE_FAULT event per
 //!   window, answered FAN_ALLOW at once by a listener thread: the event
@@ -138,6 +148,11 @@ pub const SCENARIOS: &[&str] = &[
     "write",
     "uring-read",
     "fault-event",
+    "stat-miss",
+    "open",
+    "opendir",
+    "getdents",
+    "mkdir",
 ];
 
 /// What `fpc-bench icount` was asked to do.
@@ -672,6 +687,93 @@ impl Op for Uring {
     }
 }
 
+/// The path operations of the directory hooks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DirKind {
+    StatMiss,
+    Open,
+    Opendir,
+    Getdents,
+    Mkdir,
+}
+
+/// One path operation in the directory `dir` (see the module's
+/// documentation); `op` returns the result or -errno.
+struct DirOp {
+    kind: DirKind,
+    dir: RawFd,
+    buf: Box<PageBuf>,
+}
+
+impl Op for DirOp {
+    fn prep(&mut self, _: usize) -> Result<()> {
+        if self.kind == DirKind::Getdents {
+            nix::unistd::lseek(self.dir, 0, nix::unistd::Whence::SeekSet).context("lseek")?;
+        }
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn op(&mut self) -> i64 {
+        // SAFETY: NUL-terminated names, a stat buffer and a 4 KiB buffer of
+        // ours, and a directory descriptor of ours.
+        let r = unsafe {
+            match self.kind {
+                DirKind::StatMiss => {
+                    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+                    libc::fstatat(
+                        self.dir,
+                        c"nope".as_ptr(),
+                        st.as_mut_ptr(),
+                        libc::AT_SYMLINK_NOFOLLOW,
+                    ) as i64
+                }
+                DirKind::Open => {
+                    libc::openat(self.dir, c"f7".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) as i64
+                }
+                DirKind::Opendir => libc::openat(
+                    self.dir,
+                    c"sub".as_ptr(),
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                ) as i64,
+                DirKind::Getdents => libc::syscall(
+                    libc::SYS_getdents64,
+                    self.dir,
+                    self.buf.0.as_mut_ptr(),
+                    PAGE as usize,
+                ),
+                DirKind::Mkdir => libc::mkdirat(self.dir, c"new".as_ptr(), 0o700) as i64,
+            }
+        };
+        if r < 0 {
+            -(std::io::Error::last_os_error().raw_os_error().unwrap_or(0) as i64)
+        } else {
+            r
+        }
+    }
+
+    fn check(&mut self, r: i64) -> Result<()> {
+        let err = |what: &str| anyhow!("{what}: returned {r}");
+        match self.kind {
+            DirKind::StatMiss if r != -(libc::ENOENT as i64) => Err(err("want -ENOENT")),
+            DirKind::Open | DirKind::Opendir if r < 0 => Err(err("openat")),
+            DirKind::Open | DirKind::Opendir => {
+                nix::unistd::close(r as RawFd).context("close")?;
+                Ok(())
+            }
+            // 33 entries and . and .., about 20 bytes each.
+            DirKind::Getdents if r < 35 * 20 => Err(err("getdents64: want all 35 entries")),
+            DirKind::Mkdir if r != 0 => Err(err("mkdirat")),
+            DirKind::Mkdir => {
+                nix::unistd::unlinkat(Some(self.dir), "new", nix::unistd::UnlinkatFlags::RemoveDir)
+                    .context("rmdir")?;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 // ------------------------------------------------------------ the program
 
 /// A FAN_CLASS_PRE_CONTENT group whose events a thread answers FAN_ALLOW at
@@ -958,6 +1060,35 @@ impl Prog<'_> {
         if self.wants("uring-read") {
             let mut o = Uring::new(files.data.as_raw_fd())?;
             self.windows("uring-read", &mut o, "bytes=4096")?;
+        }
+        let dir_ops = [
+            ("stat-miss", DirKind::StatMiss),
+            ("open", DirKind::Open),
+            ("opendir", DirKind::Opendir),
+            ("getdents", DirKind::Getdents),
+            ("mkdir", DirKind::Mkdir),
+        ];
+        if dir_ops.iter().any(|(n, _)| self.wants(n)) {
+            let dir = self.layout.root.join("dirops");
+            if !dir.exists() {
+                std::fs::create_dir_all(dir.join("sub"))
+                    .with_context(|| format!("mkdir {}", dir.display()))?;
+                for i in 0..32 {
+                    std::fs::write(dir.join(format!("f{i}")), b"x")
+                        .with_context(|| format!("create a file in {}", dir.display()))?;
+                }
+            }
+            let d = File::open(&dir).with_context(|| format!("open {}", dir.display()))?;
+            for (name, kind) in dir_ops {
+                if self.wants(name) {
+                    let mut o = DirOp {
+                        kind,
+                        dir: d.as_raw_fd(),
+                        buf: PageBuf::new(),
+                    };
+                    self.windows(name, &mut o, "dir_entries=33")?;
+                }
+            }
         }
         if self.variant == Variant::HsmFilled && self.wants("fault-event") {
             let f = files.event.as_ref().expect("opened for hsm-filled");
