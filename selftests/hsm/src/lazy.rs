@@ -188,6 +188,34 @@ pub fn valid_name(name: &OsStr) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Can `e` be made as the source says?  Its name ([`valid_name`]), a
+/// symlink target without NUL and shorter than PATH_MAX (4096 bytes), a
+/// file size that fits in an `off_t`.  An entry that cannot be made is
+/// skipped (and counted), not a failure of its whole directory: one bad
+/// line of a manifest would otherwise deny every access to it for good.
+pub fn valid_entry(e: &LazyEntry) -> Result<(), &'static str> {
+    valid_name(&e.name)?;
+    match &e.kind {
+        Kind::Symlink { target } => {
+            let t = target.as_os_str().as_bytes();
+            if t.is_empty() {
+                return Err("empty symlink target");
+            }
+            if t.contains(&0) {
+                return Err("symlink target contains NUL");
+            }
+            if t.len() >= libc::PATH_MAX as usize {
+                return Err("symlink target of PATH_MAX (4096) bytes or more");
+            }
+        }
+        Kind::File { size } if i64::try_from(*size).is_err() => {
+            return Err("file size over the largest off_t");
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 /// A manifest indexed by directory: the listing of each directory.
 #[derive(Debug, Default)]
 pub struct ManifestIndex {
@@ -407,7 +435,7 @@ pub struct Plan<'a> {
     pub keep: Vec<OsString>,
     /// Leftover temporary names, to remove first.
     pub remove: Vec<OsString>,
-    /// Entries of the source whose name cannot be made (skipped).
+    /// Entries of the source that cannot be made ([`valid_entry`]: skipped).
     pub invalid: Vec<&'a LazyEntry>,
 }
 
@@ -424,7 +452,7 @@ pub fn plan<'a>(listing: &'a Listing, existing: &[OsString]) -> Plan<'a> {
     let mut p = Plan::default();
     let mut source = HashSet::new();
     for e in &listing.entries {
-        if valid_name(&e.name).is_err() {
+        if valid_entry(e).is_err() {
             p.invalid.push(e);
             continue;
         }
@@ -517,9 +545,26 @@ pub struct Creator<'a> {
 /// Sequence of temporary names in this process.
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// A fresh temporary name: the process, a sequence number and 64 random
+/// bits.  Random because a name already made has a positive dentry, which
+/// a path walk follows without an event: a process that guessed the name
+/// of a subdirectory not yet tagged could open it, and the daemon would
+/// answer that as a plain directory and ignore it for good.
 fn tmp_name() -> OsString {
+    let mut r = [0u8; 8];
+    // SAFETY: getrandom(2) writes at most r.len() bytes into r.
+    let n = unsafe { libc::getrandom(r.as_mut_ptr().cast(), r.len(), 0) };
+    let rand = if n == r.len() as isize {
+        u64::from_ne_bytes(r)
+    } else {
+        // No entropy (not before early boot): the time, which is still
+        // hard to hit by a guess.
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    };
     OsString::from(format!(
-        "{TMP_PREFIX}{}.{}",
+        "{TMP_PREFIX}{}.{}.{rand:016x}",
         std::process::id(),
         TMP_SEQ.fetch_add(1, Ordering::Relaxed)
     ))
@@ -699,9 +744,12 @@ impl Creator<'_> {
             nix::sys::stat::mkdirat(raw(self.dir), t, Mode::from_bits_truncate(0o700))
         })?;
         let done = (|| {
-            // O_PATH: opening a directory for reading sends it a
-            // FAN_PRE_DIR_ACCESS, which the reading thread would answer by
-            // ignoring the still untagged directory for good.
+            // O_PATH is enough for the tag (set through /proc/self/fd).  A
+            // walk from the event descriptor sends no FAN_PRE_DIR_ACCESS,
+            // so an open for reading would not either; but a directory
+            // opened by any other path before its tag would be answered as
+            // a plain one and ignored for good (it is named only once
+            // tagged, under a temporary name until then).
             let fd = nix::fcntl::openat(
                 raw(self.dir),
                 tmp.as_os_str(),
@@ -790,15 +838,29 @@ pub fn populate(
         eprintln!(
             "hsm-serve: skipping {:?}: {}",
             e.name,
-            valid_name(&e.name).err().unwrap_or("invalid")
+            valid_entry(e).err().unwrap_or("invalid")
         );
         n.invalid += 1;
     }
     n.kept = p.keep.len() as u64;
     for e in &p.create {
-        c.create(e)?;
-        n.created += 1;
-        created();
+        match c.create(e) {
+            Ok(()) => {
+                n.created += 1;
+                created();
+            }
+            // Larger than this filesystem's files may be: skipped like an
+            // invalid entry (nothing of it was named).
+            Err(err)
+                if err.chain().any(|c| {
+                    c.downcast_ref::<nix::errno::Errno>() == Some(&nix::errno::Errno::EFBIG)
+                }) =>
+            {
+                eprintln!("hsm-serve: skipping {:?}: {err:#}", e.name);
+                n.invalid += 1;
+            }
+            Err(err) => return Err(err),
+        }
     }
     c.finish(&listing.dir)?;
     Ok(n)

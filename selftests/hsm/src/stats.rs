@@ -4,7 +4,7 @@
 //! duplicates=N ignored=N own=N evicted_files=N evicted_bytes=N
 //! evict_busy=N evict_leased=N max_parallel=N p50_us=N p90_us=N p99_us=N max_us=N
 //! dir_events=N dir_ignored=N dirs_populated=N entries_created=N entries_kept=N
-//! tmp_removed=N meta_fetches=N`
+//! tmp_removed=N meta_fetches=N entries_skipped=N`
 //! (`max_parallel`: most fetches in progress at once; the `dir_*` and later
 //! ones are of lazy directories, see [`crate::lazy`]): space-separated
 //! `key=value` pairs after the `stats:` word, so scripts and tests can parse
@@ -113,9 +113,10 @@ pub struct Counters {
     /// Events (in `events`) of files that are not stubs (complete, or never
     /// stubs): answered at once, and the file ignored from then on.
     pub ignored: AtomicU64,
-    /// Events of the daemon's own accesses to files that are not stubs (not
-    /// in `events`): answered at once by the thread that reads events,
-    /// never queued for a worker.
+    /// Events of the daemon's own accesses (not in `events` nor in
+    /// `dir_events`): to files that are not stubs and the truncate of a
+    /// stub it makes, answered at once by the thread that reads events; and
+    /// its directory events, answered like anyone's.
     pub own: AtomicU64,
     /// Evictions done (files, and populated bytes dropped), and refused
     /// because the file was in use.
@@ -133,8 +134,9 @@ pub struct Counters {
     /// daemon's own are in `own`); not in `events`, nor in the latency.
     pub dir_events: AtomicU64,
     /// Of those, events of directories that are not unpopulated lazy ones
-    /// (populated, or never lazy): answered at once, the directory ignored
-    /// from then on.
+    /// (populated, or never lazy, or populated by another event while this
+    /// one waited for the directory's lock): answered without populating,
+    /// the directory ignored from then on.
     pub dir_ignored: AtomicU64,
     /// Directories this daemon populated (tagged `populated`).
     pub dirs_populated: AtomicU64,
@@ -143,6 +145,10 @@ pub struct Counters {
     pub entries_created: AtomicU64,
     pub entries_kept: AtomicU64,
     pub tmp_removed: AtomicU64,
+    /// Entries of the source it could not make and skipped (a name or a
+    /// symlink target that cannot be, a size too large): the directory is
+    /// populated without them.
+    pub entries_skipped: AtomicU64,
     /// Requests of metadata to the source: a manifest fetch, or a listing
     /// of a source directory.
     pub meta_fetches: AtomicU64,
@@ -180,7 +186,7 @@ impl Counters {
              ignored={} own={} evicted_files={} evicted_bytes={} evict_busy={} \
              evict_leased={} max_parallel={} p50_us={} p90_us={} p99_us={} max_us={} \
              dir_events={} dir_ignored={} dirs_populated={} entries_created={} entries_kept={} \
-             tmp_removed={} meta_fetches={}",
+             tmp_removed={} meta_fetches={} entries_skipped={}",
             g(&self.events),
             g(&self.fetched_bytes),
             g(&self.files_completed),
@@ -203,7 +209,8 @@ impl Counters {
             g(&self.entries_created),
             g(&self.entries_kept),
             g(&self.tmp_removed),
-            g(&self.meta_fetches)
+            g(&self.meta_fetches),
+            g(&self.entries_skipped)
         )
     }
 }
@@ -294,7 +301,13 @@ mod tests {
         assert_eq!(m["dirs_populated"], 5);
         assert_eq!(m["entries_created"], 77);
         assert_eq!(m["meta_fetches"], 1);
-        for k in ["dir_events", "dir_ignored", "entries_kept", "tmp_removed"] {
+        for k in [
+            "dir_events",
+            "dir_ignored",
+            "entries_kept",
+            "tmp_removed",
+            "entries_skipped",
+        ] {
             assert_eq!(m[k], 0, "{k}");
         }
         assert_eq!(m["max_us"], 120);

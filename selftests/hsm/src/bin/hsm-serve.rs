@@ -135,7 +135,7 @@ use std::time::{Duration, Instant};
                   files_completed=N errors=N duplicates=N ignored=N own=N evicted_files=N \
                   evicted_bytes=N evict_busy=N max_parallel=N p50_us=N p90_us=N p99_us=N max_us=N \
                   dir_events=N dir_ignored=N dirs_populated=N entries_created=N entries_kept=N \
-                  tmp_removed=N meta_fetches=N' line on SIGUSR1 and on exit (SIGINT, SIGTERM).\n\
+                  tmp_removed=N meta_fetches=N entries_skipped=N' line on SIGUSR1 and on exit (SIGINT, SIGTERM).\n\
                   A lazy DST (hsm-populate --lazy) needs a kernel with FAN_PRE_DIR_ACCESS.\n\
                   Exit status: 0 after SIGINT/SIGTERM; 1 error; 2 bad usage; 3 the kernel or \
                   filesystem lacks the needed fanotify feature (e.g. FAN_PRE_FAULT, or \
@@ -348,7 +348,8 @@ struct Daemon {
     /// The mark has FAN_PRE_DIR_ACCESS too (the kernel accepted it).
     dir_access: bool,
     /// The metadata of the lazy tree (DST's `user.hsm.lazy`), read at
-    /// start-up (or on first use, if DST became one later).
+    /// start-up; None when DST has no record (then [`Daemon::meta`] reads
+    /// it again, and fails with a message, at each population).
     meta: Mutex<Option<Arc<lazy::Meta>>>,
     /// How long a manifest fetch may take.
     meta_timeout: Duration,
@@ -419,8 +420,11 @@ fn run(cli: Cli) -> Result<()> {
         Mode::Fault => FAN_PRE_ACCESS | FAN_PRE_FAULT,
         Mode::Mmap => FAN_PRE_ACCESS,
     };
+    // FAN_UNLIMITED_MARKS: every file and directory it has answered gets an
+    // ignore mark (evictable ones for directories); at the default
+    // fs.fanotify.max_user_marks a large tree would run out of them.
     let group = Fanotify::init(
-        FAN_CLASS_PRE_CONTENT | FAN_CLOEXEC | FAN_NONBLOCK,
+        FAN_CLASS_PRE_CONTENT | FAN_CLOEXEC | FAN_NONBLOCK | FAN_UNLIMITED_MARKS,
         (libc::O_RDWR | libc::O_LARGEFILE | libc::O_CLOEXEC) as u32,
     )
     .map_err(|e| match e.errno() {
@@ -452,10 +456,14 @@ fn run(cli: Cli) -> Result<()> {
     // unpopulated.  Read before the mark, which tells whether the kernel can
     // serve it.
     // Its record, read now: a worker reading it later walks DST's path.
-    let record = xattr::lget(&dst, LAZY_XATTR).ok().flatten();
+    // An error other than "no such attribute" is an error: taken as "not
+    // lazy", the clone would look empty.
+    let dst_xattr = |name: &str| {
+        xattr::lget(&dst, name).with_context(|| format!("read {name} of {}", dst.display()))
+    };
+    let record = dst_xattr(LAZY_XATTR)?;
     let lazy_tree = record.is_some()
-        || DirState::from_value(xattr::lget(&dst, DIR_XATTR).ok().flatten().as_deref())
-            == DirState::Unpopulated;
+        || DirState::from_value(dst_xattr(DIR_XATTR)?.as_deref()) == DirState::Unpopulated;
     let meta_timeout = Duration::from_millis(cli.http_timeout_ms);
     let meta = match record {
         Some(v) => {
@@ -563,6 +571,7 @@ fn run(cli: Cli) -> Result<()> {
 
     let why = d.event_loop(&sfd, &tx)?;
     drop(tx);
+    d.drain(&workers)?;
     for w in workers {
         let _ = w.join();
     }
@@ -630,6 +639,11 @@ fn mark_error(e: fanotify::Error, mode: Mode, dst: &Path) -> anyhow::Error {
     }
 }
 
+/// Is the file of `fd` unnamed (no link: an O_TMPFILE being made)?
+fn unnamed(fd: BorrowedFd<'_>) -> bool {
+    nix::sys::stat::fstat(fd.as_raw_fd()).is_ok_and(|st| st.st_nlink == 0)
+}
+
 impl Daemon {
     /// The events of the filesystem mark.
     fn mark_mask(&self) -> u64 {
@@ -662,45 +676,79 @@ impl Daemon {
                     Err(_) => {}
                 }
             }
-            loop {
-                let events = match self.group.read_events() {
-                    Ok(ev) => ev,
-                    // Not the group's end: e.g. no descriptor left for an
-                    // event's file (EMFILE, ENFILE: the kernel denies that
-                    // event) or a record it could not parse (its events
-                    // are denied).  Keep serving the others.
-                    Err(e) if !matches!(e.errno(), Some(Errno::EBADF | Errno::EINVAL)) => {
-                        eprintln!("hsm-serve: read fanotify events: {e} (continuing)");
-                        Counters::add(&self.counters.errors, 1);
-                        std::thread::sleep(Duration::from_millis(10));
-                        break;
-                    }
-                    Err(e) => return Err(e).context("read fanotify events"),
-                };
-                if events.is_empty() {
-                    break;
+            self.pump(Some(tx))?;
+        }
+    }
+
+    /// After a stop signal, until every worker has returned: the workers
+    /// finish what is queued, and their own events (a stub's truncate, a
+    /// read of SRC on DST's filesystem), which only this thread answers,
+    /// are still answered; an event that would need a worker is denied
+    /// with EIO, as the kernel denies the pending ones once the group is
+    /// closed.  Without this a worker populating a directory waited for
+    /// good on its own event and the daemon never exited.
+    fn drain(&self, workers: &[std::thread::JoinHandle<()>]) -> Result<()> {
+        while !workers.iter().all(|w| w.is_finished()) {
+            let mut fds = [PollFd::new(self.group.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::from(20u8)) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => return Err(e).context("poll"),
+            }
+            self.pump(None)?;
+        }
+        Ok(())
+    }
+
+    /// Read and dispatch the events there are: answered here
+    /// ([`Self::answer_inline`], [`Self::answer_dir_inline`]) or queued for
+    /// the workers on `tx` (None: stopping, denied with EIO).
+    fn pump(&self, tx: Option<&mpsc::Sender<(Event, Instant)>>) -> Result<()> {
+        loop {
+            let events = match self.group.read_events() {
+                Ok(ev) => ev,
+                // Not the group's end: e.g. no descriptor left for an
+                // event's file (EMFILE, ENFILE: the kernel denies that
+                // event) or a record it could not parse (its events are
+                // denied).  Keep serving the others.
+                Err(e) if !matches!(e.errno(), Some(Errno::EBADF | Errno::EINVAL)) => {
+                    eprintln!("hsm-serve: read fanotify events: {e} (continuing)");
+                    Counters::add(&self.counters.errors, 1);
+                    std::thread::sleep(Duration::from_millis(10));
+                    return Ok(());
                 }
-                let t0 = Instant::now();
-                for ev in events {
-                    if ev.mask & FAN_Q_OVERFLOW != 0 {
-                        eprintln!("hsm-serve: fanotify queue overflow");
-                        Counters::add(&self.counters.errors, 1);
-                    }
-                    // TODO(merge): needs_response() knows FAN_PRE_DIR_ACCESS
-                    // once the fanotify crate has it.
-                    if ev.mask & FAN_PRE_DIR_ACCESS != 0 {
-                        if !self.answer_dir_inline(&ev) {
-                            tx.send((ev, t0))
-                                .map_err(|_| anyhow!("all workers are gone"))?;
+                Err(e) => return Err(e).context("read fanotify events"),
+            };
+            if events.is_empty() {
+                return Ok(());
+            }
+            let t0 = Instant::now();
+            for ev in events {
+                if ev.mask & FAN_Q_OVERFLOW != 0 {
+                    eprintln!("hsm-serve: fanotify queue overflow");
+                    Counters::add(&self.counters.errors, 1);
+                }
+                let inline = if ev.mask & FAN_PRE_DIR_ACCESS != 0 {
+                    self.answer_dir_inline(&ev)
+                } else {
+                    !ev.needs_response() || self.answer_inline(&ev, t0)
+                };
+                if inline {
+                    continue;
+                }
+                match tx {
+                    Some(tx) => tx
+                        .send((ev, t0))
+                        .map_err(|_| anyhow!("all workers are gone"))?,
+                    None => {
+                        if let Some(fd) = ev.fd.as_ref() {
+                            eprintln!("hsm-serve: stopping: an event denied with EIO");
+                            if let Err(e) = self
+                                .group
+                                .respond(fd.as_fd(), Response::DenyErrno(libc::EIO))
+                            {
+                                eprintln!("hsm-serve: {e}");
+                            }
                         }
-                        continue;
-                    }
-                    if !ev.needs_response() {
-                        continue;
-                    }
-                    if !self.answer_inline(&ev, t0) {
-                        tx.send((ev, t0))
-                            .map_err(|_| anyhow!("all workers are gone"))?;
                     }
                 }
             }
@@ -721,10 +769,16 @@ impl Daemon {
         let own = ev.pid == self.pid;
         match xattr::fget(fd.as_fd(), STUB_XATTR) {
             Ok(None) => {}
-            // The daemon sizing a stub it makes in a lazy directory (a
-            // truncate: no range of content), for which the worker making
-            // it waits: nothing to fill, allowed here.
-            Ok(Some(_)) if own && ev.range().is_none_or(|r| r.count == 0) => {
+            // The daemon sizing a stub it makes in a lazy directory, for
+            // which the worker making it waits: nothing to fill, allowed
+            // here (queued, it could wait behind the workers that wait for
+            // it).  The file has no name yet (O_TMPFILE), which tells it
+            // from the daemon's own reads of a stub (the prefetch's), which
+            // need a fill; the truncate's range is not empty where the
+            // kernel aligns it to a page (patch 4).
+            Ok(Some(_))
+                if own && (ev.range().is_none_or(|r| r.count == 0) || unnamed(fd.as_fd())) =>
+            {
                 Counters::add(&self.counters.own, 1);
                 if let Err(e) = self.group.respond(fd.as_fd(), Response::Allow) {
                     eprintln!("hsm-serve: {e}");
@@ -889,7 +943,8 @@ impl Daemon {
     }
 
     /// The metadata of the lazy tree, from DST's `user.hsm.lazy` (read at
-    /// start-up, or here once if DST became a lazy tree later).
+    /// start-up; here if it was not there then: a DST tagged unpopulated
+    /// without a record, which fails).
     fn meta(&self) -> Result<Arc<lazy::Meta>> {
         let mut m = lock(&self.meta);
         if let Some(x) = &*m {
@@ -960,6 +1015,7 @@ impl Daemon {
         .with_context(|| format!("populate {}", path.display()))?;
         Counters::add(&self.counters.entries_kept, n.kept);
         Counters::add(&self.counters.tmp_removed, n.removed);
+        Counters::add(&self.counters.entries_skipped, n.invalid);
         // The entries are durable before the tag that says so.
         if self.sync {
             nix::unistd::fsync(fd.as_raw_fd())

@@ -158,6 +158,51 @@ fn index_refuses_orphans() {
 }
 
 #[test]
+fn entry_rules() {
+    let attrs = Attrs {
+        mode: 0o644,
+        mtime: (0, 0),
+        owner: None,
+    };
+    let e = |name: &str, kind: Kind| LazyEntry {
+        name: name.into(),
+        kind,
+        attrs,
+    };
+    let link = |t: &[u8]| Kind::Symlink {
+        target: PathBuf::from(OsStr::from_bytes(t)),
+    };
+    for ok in [
+        e(
+            "f",
+            Kind::File {
+                size: i64::MAX as u64,
+            },
+        ),
+        e("d", Kind::Dir),
+        e("l", link(&[b'x'; 4095])),
+    ] {
+        assert_eq!(valid_entry(&ok), Ok(()), "{ok:?}");
+    }
+    for bad in [
+        e("f", Kind::File { size: 1 << 63 }),
+        e("l", link(b"a\0b")),
+        e("l", link(&[b'x'; 4096])),
+        e("l", link(b"")),
+        e("a/b", Kind::Dir),
+    ] {
+        assert!(valid_entry(&bad).is_err(), "{bad:?}");
+    }
+    let listing = Listing {
+        dir: attrs,
+        entries: vec![e("a", Kind::File { size: 1 << 63 }), e("b", Kind::Dir)],
+    };
+    let p = plan(&listing, &[]);
+    assert_eq!(p.invalid.len(), 1);
+    assert_eq!(p.create.len(), 1);
+}
+
+#[test]
 fn name_rules() {
     for ok in [
         "a",

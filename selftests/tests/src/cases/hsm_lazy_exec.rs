@@ -12,8 +12,10 @@
 //! xfs, btrfs; TCONF where the kernel refuses FAN_PRE_DIR_ACCESS.
 //!
 //! Guards the lazy directories of the reference HSM (issue 16 item 4,
-//! selftests/hsm/README.md "Lazy directories"): execve, the script
-//! interpreter's opens and the dynamic loader all walk lazy paths.
+//! selftests/hsm/README.md "Lazy directories"): execve of a lazy path and
+//! the script interpreter's opens walk lazy paths (the dynamic loader and
+//! the libraries are the guest's, outside the clone; whether `env` is
+//! dynamically linked is only reported).
 
 use super::hsm_http::{cleanup, SourceKind, BOTH_SOURCES};
 use super::hsm_lazy_util::*;

@@ -1,4 +1,4 @@
-//! hsm_lazy_restart: a daemon killed in the middle of populating a
+//! hsm_lazy_restart: a daemon killed or stopped in the middle of populating a
 //! directory leaves no partial listing behind.  A lazy clone of a tree
 //! whose directory `big` holds 40 entries (subdirectories and symlinks
 //! first, then files) is served by a daemon that holds each entry for
@@ -16,7 +16,12 @@
 //! the entries the first daemon made (`entries_kept`), removed every
 //! leftover (`tmp_removed`) and made the rest (`entries_created`); the
 //! listing and the stat that failed now succeed.  Both sources, ext4, xfs,
-//! btrfs; TCONF where the kernel refuses FAN_PRE_DIR_ACCESS.
+//! btrfs; TCONF where the kernel refuses FAN_PRE_DIR_ACCESS.  Then SIGTERM
+//! (not SIGKILL) in the middle of a population of a fresh clone: the daemon
+//! finishes it, the waiting listing sees every entry, and it exits 0 with
+//! its final stats (it used to wait for good on its own event: the
+//! truncate of a stub its worker made, which only the stopped event loop
+//! answered).
 //!
 //! Guards the lazy directories of the reference HSM (issue 16 item 4,
 //! selftests/hsm/README.md "Lazy directories"): a directory appears whole
@@ -24,6 +29,7 @@
 
 use super::hsm_http::{cleanup, SourceKind, BOTH_SOURCES};
 use super::hsm_lazy_util::*;
+use super::hsm_util::Serve;
 use hsm::lazy::TMP_PREFIX;
 use ltp::fs::HSM_FILESYSTEMS;
 use ltp::res::OrBrok;
@@ -101,23 +107,7 @@ fn one_source(ctx: &Ctx, kind: SourceKind) {
     let mut s = src.serve(&dst, &["--workers", "4", "--populate-hold-ms", "300"]);
     let lister = PathOp::list(&big, BIG);
     let stater = PathOp::lstat(&big.join(format!("e{:02}", BIG - 1)));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let c = dir_counters(&s.stats());
-        if lister.waits() && stater.waits() && c["entries_created"] >= ROOT_ENTRIES + BEFORE_KILL {
-            tinfo!("{w}: killing the daemon: both readers wait, {c:?}");
-            break;
-        }
-        if Instant::now() > deadline {
-            tbrok!(
-                "{w}: the readers do not both wait for a population under way ({c:?}, \
-                 lister waits {}, stater waits {})",
-                lister.waits(),
-                stater.waits()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    mid_population(&mut s, &[&lister, &stater], w);
     let (st, _) = s.stop(Signal::SIGKILL);
     tinfo!("{w}: first daemon: {st}");
     let (l, t) = (
@@ -200,4 +190,55 @@ fn one_source(ctx: &Ctx, kind: SourceKind) {
     );
     let (st, _) = s.stop(Signal::SIGTERM);
     tcheck!(st.code() == Some(0), "{w}: SIGTERM: {st}");
+
+    // SIGTERM in the middle of a population: the daemon finishes it (its
+    // worker's own events, the truncates of the stubs it makes, are still
+    // answered), answers the listing and exits 0.
+    let dst = ctx.path(&format!("dst-term-{kind:?}"));
+    src.populate(&dst);
+    let big = dst.join("big");
+    let mut s = src.serve(&dst, &["--workers", "4", "--populate-hold-ms", "300"]);
+    let lister = PathOp::list(&big, BIG);
+    mid_population(&mut s, &[&lister], w);
+    let t0 = Instant::now();
+    let (st, stats) = s.stop(Signal::SIGTERM);
+    let l = lister.wait(Duration::from_secs(60));
+    tcheck!(
+        st.code() == Some(0) && stats.is_some(),
+        "{w}: SIGTERM while big is populated: hsm-serve exits 0 with its final stats after \
+         {:.1} s ({st}, stats {})",
+        t0.elapsed().as_secs_f64(),
+        if stats.is_some() {
+            "printed"
+        } else {
+            "missing"
+        }
+    );
+    tcheck!(
+        l == 0 && dir_tag(&big).as_deref() == Some(POPULATED),
+        "{w}: the listing waiting at the SIGTERM sees all {BIG} entries ({}), big is tagged \
+         {POPULATED} ({:?})",
+        errno_name(l),
+        dir_tag(&big)
+    );
+}
+
+/// Wait until every one of `ops` waits in the kernel for the daemon `s`
+/// and it has made some of big's entries.
+fn mid_population(s: &mut Serve, ops: &[&PathOp], w: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let c = dir_counters(&s.stats());
+        if ops.iter().all(|o| o.waits()) && c["entries_created"] >= ROOT_ENTRIES + BEFORE_KILL {
+            tinfo!("{w}: stopping the daemon: the readers wait, {c:?}");
+            return;
+        }
+        if Instant::now() > deadline {
+            tbrok!(
+                "{w}: the readers do not all wait for a population under way ({c:?}, waiting: {:?})",
+                ops.iter().map(|o| o.waits()).collect::<Vec<_>>()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -3,7 +3,10 @@
 //! file at depth 7 (`a/b/c/d/e/f/target`) and siblings at every level, is
 //! served by `hsm-serve`.  One `stat` of the deep file gives its size and
 //! mode, and populates exactly its 7 ancestors: `dirs_populated` is 7,
-//! `entries_created` the number of their entries; they are tagged
+//! `entries_created` the number of their entries, and no file event
+//! reaches the workers (the daemon's own truncates of the stubs it makes
+//! are answered as they are read; before, each went to a worker, so two
+//! workers populating at once could wait for each other); they are tagged
 //! `populated`, the subdirectories they hold that are not on the path are
 //! tagged `unpopulated` (read without populating anything more: the
 //! counters do not move), and the deeper ones do not exist yet.  A name the
@@ -14,8 +17,8 @@
 //! names in a populated directory sends no event either (its ignore mark).
 //! After the dentry and inode caches are dropped (which takes the evictable
 //! ignore marks with the inodes), the same lookups give the same answers
-//! and the daemon answers the events from its tags: nothing populated or
-//! fetched again.  Both sources (with nginx the manifest is fetched once in all),
+//! and the daemon answers the events, which it gets again, from its tags:
+//! nothing populated or fetched again.  Both sources (with nginx the manifest is fetched once in all),
 //! ext4, xfs, btrfs; TCONF where the kernel refuses FAN_PRE_DIR_ACCESS.
 //!
 //! Guards the lazy directories of the reference HSM (issue 16 item 4,
@@ -23,6 +26,7 @@
 
 use super::hsm_http::{cleanup, SourceKind, BOTH_SOURCES};
 use super::hsm_lazy_util::*;
+use super::hsm_util::kv;
 use ltp::fs::HSM_FILESYSTEMS;
 use ltp::res::OrBrok;
 use ltp::{tbrok, tcheck, texp_fail, tinfo, Ctx, Test};
@@ -120,8 +124,17 @@ fn one_source(ctx: &Ctx, kind: SourceKind) {
         .map(Path::to_path_buf)
         .collect();
     let made: u64 = ancestors.iter().map(|a| entries_in(&want, a)).sum();
-    let c1 = dir_counters(&s.stats());
+    let m1 = s.stats();
+    let c1 = dir_counters(&m1);
     tinfo!("{w}: after the stat: {c1:?}");
+    tcheck!(
+        kv(&m1, "events") == 0 && kv(&m1, "fetched_bytes") == 0,
+        "{w}: the stat read no file: no file event reached the workers (events {}, \
+         fetched_bytes {}; the daemon's own truncates of the stubs it made are answered as it \
+         reads them: queued, 2 workers populating at once could wait for each other)",
+        kv(&m1, "events"),
+        kv(&m1, "fetched_bytes")
+    );
     tcheck!(
         c1["dirs_populated"] == ancestors.len() as u64 && c1["entries_created"] == made,
         "{w}: the stat populated exactly the {} ancestors of {DEEP} (dirs_populated {}), \
@@ -228,9 +241,14 @@ fn one_source(ctx: &Ctx, kind: SourceKind) {
         "{w}: stat {DEEP} after dropping the caches: {m:?}"
     );
     let c5 = dir_counters(&s.stats());
-    tinfo!(
-        "{w}: after dropping the caches: {} directory events answered from the tags",
-        c5["dir_events"] - c4["dir_events"]
+    tcheck!(
+        c5["dir_events"] > c4["dir_events"]
+            && c5["dir_ignored"] - c4["dir_ignored"] == c5["dir_events"] - c4["dir_events"],
+        "{w}: after dropping the caches the directories sent their events again (the evictable \
+         ignore marks went with the inodes), all answered from the tags: {} events, {} of them \
+         ignored at once",
+        c5["dir_events"] - c4["dir_events"],
+        c5["dir_ignored"] - c4["dir_ignored"]
     );
     tcheck!(
         [

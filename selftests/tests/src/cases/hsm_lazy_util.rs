@@ -183,13 +183,19 @@ pub fn snapshot(root: &Path) -> Tree {
     let mut todo = vec![PathBuf::new()];
     while let Some(rel) = todo.pop() {
         let p = root.join(&rel);
-        let e = entry_of(&p);
+        let mut e = entry_of(&p);
         if e.node == Node::Dir {
             for de in std::fs::read_dir(&p).unwrap_or_else(|e| tbrok!("list {}: {e}", p.display()))
             {
                 let de = de.unwrap_or_else(|e| tbrok!("list {}: {e}", p.display()));
                 todo.push(rel.join(de.file_name()));
             }
+            // Again once listed: the lstat sent no event (its name was
+            // looked up in the populated parent), so it may have seen the
+            // directory in the middle of a population by another process,
+            // with the mtime of the creates; the listing waited for that
+            // population, which restored the source's mtime.
+            e = entry_of(&p);
         }
         t.insert(rel, e);
     }
@@ -273,10 +279,12 @@ pub const POPULATED: &str = lazy::POPULATED;
 pub fn dir_counters(m: &Kv) -> BTreeMap<&'static str, u64> {
     [
         "dir_events",
+        "dir_ignored",
         "dirs_populated",
         "entries_created",
         "entries_kept",
         "tmp_removed",
+        "entries_skipped",
         "meta_fetches",
         "errors",
     ]
