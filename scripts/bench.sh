@@ -12,7 +12,10 @@
 #    (hsm-serve --fill-size 1M: rows P2/P3/P4 fill), and the patched guest
 #    the HTTP source (parts http, http-p4: nginx in the guest over three
 #    link profiles shaped with netem; rows H1/H10/H50/HP4, the table of
-#    time, bytes and physical bound per link and mode, http.png).
+#    time, bytes and physical bound per link and mode, http.png), and the
+#    lazy directories (part lazydir: stat of a deep path, rustc --version
+#    and find from a lazy clone of the whole toolchain vs an eager stub
+#    tree vs a native copy; the table's last section).
 # At the end it prints both tables.
 #
 # Usage: scripts/bench.sh [--patched DIR] [--base DIR] [--out DIR] [--quick] [--icount | --no-icount] [-- GUEST-ARGS...]
@@ -96,8 +99,20 @@ fi
 
 # --nosync and --host-source: the variants that explain P3 and P4 (README);
 # --fill-size 1M: hsm-serve filling 1 MiB chunks (fewer events, more bytes).
-guest_args=(--toolchain "$toolchain" --nosync --host-source --fill-size 1M)
-[ $quick = 0 ] || guest_args+=(--p1-runs 2 --p23-runs 1 --p4-runs 1 --p5-runs 2)
+# 4G: the lazydir part adds a whole copy of the toolchain (1.4G) to the image.
+guest_args=(--toolchain "$toolchain" --nosync --host-source --fill-size 1M --image-size 4G)
+[ $quick = 0 ] || guest_args+=(--p1-runs 2 --p23-runs 1 --p4-runs 1 --p5-runs 2 --lazydir-runs 1)
+# The lazydir part's tree, as one tar archive: the guest extracts it in a
+# minute or two, where copying its 50,000 files one by one over 9p takes
+# many.  Made once per toolchain.
+mkdir -p "$FPC_CACHE/bench"
+tc_tar="$FPC_CACHE/bench/toolchain-$("$toolchain/bin/rustc" --version | sha256sum | cut -c1-12).tar"
+if [ ! -s "$tc_tar" ]; then
+	info "tar of $toolchain for the lazydir part: $tc_tar"
+	tar -C "$toolchain" -cf "$tc_tar.tmp" . || die "tar of $toolchain failed"
+	mv "$tc_tar.tmp" "$tc_tar"
+fi
+guest_args+=(--lazydir-tar "$tc_tar")
 guest_args+=(${extra[@]+"${extra[@]}"})
 
 # Part 2: the wall clock.  One boot per kernel (the base twice: the noise
@@ -112,7 +127,7 @@ run_guest() { # label kernel parts
 	info "$label: $((SECONDS - t0)) s"
 }
 run_guest base "$base" p1
-run_guest patched "$patched" p1,p2,p3,p4,p5,http,http-p4
+run_guest patched "$patched" p1,p2,p3,p4,p5,http,http-p4,lazydir
 run_guest base2 "$base" p1
 
 if [ $icount = both ]; then

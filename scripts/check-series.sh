@@ -6,7 +6,10 @@
 #     series, in a build directory of its own ($FPC_CACHE/build/steps), with
 #     scripts/check-series.config (allnoconfig plus every option whose code
 #     the series touches), incrementally from one step to the next; then, on
-#     the last step, make rustfmtcheck, CLIPPY=1 and rustdoc report nothing
+#     the last step, make rustfmtcheck, CLIPPY=1 and rustdoc report nothing;
+#     and the last step also builds without warnings where the series' hooks
+#     are stubs: CONFIG_FANOTIFY_ACCESS_PERMISSIONS=n, and CONFIG_FSNOTIFY=n
+#     (allnoconfig plus the filesystems, no Rust: $FPC_CACHE/build/steps-stub)
 # Prints one line per patch and a summary; exits non-zero on any failure.
 #
 # Usage: scripts/check-series.sh [--build]
@@ -93,6 +96,31 @@ if [ $build = 1 ]; then
 		else
 			echo "rust: FAILED  make $t"
 			tail -30 "$out/rust.log" | sed 's/^/    /'
+			fail=$((fail + 1))
+		fi
+	done
+	# The stubs: the hooks without permission events, and without fsnotify.
+	stub_out="$FPC_CACHE/build/steps-stub"
+	mkdir -p "$stub_out"
+	for stub in FANOTIFY_ACCESS_PERMISSIONS FSNOTIFY; do
+		stub_cfg="$stub_out/config-no-$stub"
+		grep -v -e '^CONFIG_RUST' -e '^CONFIG_SAMPLE' -e '^CONFIG_KUNIT' -e "^CONFIG_$stub=" "$cfg" >"$stub_cfg"
+		echo "# CONFIG_$stub is not set" >>"$stub_cfg"
+		# Audit's watches select FSNOTIFY.
+		[ $stub = FSNOTIFY ] && sed -i -e '/^CONFIG_FANOTIFY/d' -e '/^CONFIG_AUDIT/d' "$stub_cfg"
+		smk=(make -s -C "$wt" O="$stub_out" LLVM="$FPC_LLVM" -j"$(nproc)")
+		start=$(date +%s)
+		KCONFIG_ALLCONFIG="$stub_cfg" "${smk[@]}" allnoconfig >"$stub_out/build.log" 2>&1 ||
+			die "allnoconfig with $stub_cfg failed (log: $stub_out/build.log)"
+		! grep -q "^CONFIG_$stub=" "$stub_out/.config" ||
+			die "CONFIG_$stub is still set in $stub_out/.config (something selects it)"
+		if "${smk[@]}" bzImage >>"$stub_out/build.log" 2>&1 &&
+			! grep -E '(warning|error)[:\[]' "$stub_out/build.log" >&2; then
+			echo "build: ok ($(( $(date +%s) - start )) s)  the last step with CONFIG_$stub=n"
+			pass=$((pass + 1))
+		else
+			echo "build: FAILED  the last step with CONFIG_$stub=n"
+			tail -20 "$stub_out/build.log" | sed 's/^/    /'
 			fail=$((fail + 1))
 		fi
 	done

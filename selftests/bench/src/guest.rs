@@ -12,6 +12,8 @@
 //!   variants of P2/P3 (and P4 for `--nosync` and `--fill-size`).
 //! * P5: warm read() throughput of the toolchain's big libraries: native,
 //!   lazy copy after population (daemon still running), bindfs.
+//! * `http`, `http-p4`: the HTTP source ([`crate::remote`]).
+//! * `lazydir`: lazy directories ([`crate::lazydir`]).
 
 use crate::report::sample_line;
 use crate::say;
@@ -49,6 +51,10 @@ pub struct Plan {
     /// The HTTP part: link profiles, runs.
     pub links: Vec<crate::http::Link>,
     pub http_runs: usize,
+    /// Runs of the lazy-directory part.
+    pub lazydir_runs: usize,
+    /// A tar archive of the toolchain for the lazy-directory part.
+    pub lazydir_tar: Option<PathBuf>,
 }
 
 struct Ctx<'a> {
@@ -80,7 +86,7 @@ pub fn run(plan: &Plan) -> Result<()> {
     let copies = ["p2", "p3", "p4", "p5", "http", "http-p4"]
         .iter()
         .any(|p| wants(p));
-    if copies && !plan.toolchain.join("bin/rustc").is_file() {
+    if (copies || wants("lazydir")) && !plan.toolchain.join("bin/rustc").is_file() {
         bail!(
             "{} has no bin/rustc: not a toolchain (use rustc --print sysroot)",
             plan.toolchain.display()
@@ -136,6 +142,16 @@ pub fn run(plan: &Plan) -> Result<()> {
             work: &work,
         })
         .context("HTTP part")?;
+    }
+    if wants("lazydir") {
+        crate::lazydir::run(&crate::lazydir::Plan {
+            label: &plan.label,
+            mnt: &cx.fs.mnt,
+            toolchain: &plan.toolchain,
+            tar: plan.lazydir_tar.as_deref(),
+            runs: plan.lazydir_runs,
+        })
+        .context("lazy-directory part")?;
     }
     say!("done");
     Ok(())

@@ -18,6 +18,8 @@ mod http;
 mod http_report;
 mod icount;
 mod icount_report;
+mod lazydir;
+mod lazydir_report;
 mod remote;
 mod report;
 mod sys;
@@ -143,10 +145,13 @@ struct GuestArgs {
     /// measurement), http (rustc --version from nginx over the --links
     /// profiles: fault, fault + prefetch, mmap, full copy; --fill-size
     /// 64K and 1M at 10ms), http-p4 (cargo build from an HTTP-backed lazy
-    /// copy at 10ms, cold and filled, vs native).
+    /// copy at 10ms, cold and filled, vs native), lazydir (stat of a deep
+    /// path, rustc --version and find from a lazy clone of the whole
+    /// toolchain vs an eager stub tree vs a native copy; needs
+    /// FAN_PRE_DIR_ACCESS).
     #[arg(long, default_value = "p1,p2,p3,p4,p5", value_delimiter = ',',
           value_parser = clap::builder::PossibleValuesParser::new(
-              ["p1", "p2", "p3", "p4", "p5", "http", "http-p4"]))]
+              ["p1", "p2", "p3", "p4", "p5", "http", "http-p4", "lazydir"]))]
     parts: Vec<String>,
     /// Link profiles of the http part (RTT / rate): 1ms (1 Gbit/s), 10ms
     /// (200 Mbit/s), 50ms (50 Mbit/s).
@@ -156,6 +161,14 @@ struct GuestArgs {
     /// Runs of the http and http-p4 parts.
     #[arg(long, default_value_t = 1, value_parser = runs)]
     http_runs: usize,
+    /// Runs of the lazydir part (find: the first run only).
+    #[arg(long, default_value_t = 3, value_parser = runs)]
+    lazydir_runs: usize,
+    /// A tar archive of the --toolchain (`tar -C TOOLCHAIN -cf FILE .`),
+    /// which the lazydir part extracts instead of copying the toolchain
+    /// file by file over 9p.
+    #[arg(long)]
+    lazydir_tar: Option<PathBuf>,
     /// Directory for the ext4 image and the work files.
     #[arg(long, default_value = "/tmp/fpc-bench")]
     scratch: PathBuf,
@@ -320,6 +333,8 @@ fn run(cli: Cli) -> Result<()> {
                     .map(|l| http::link(l))
                     .collect::<Result<_>>()?,
                 http_runs: a.http_runs,
+                lazydir_runs: a.lazydir_runs,
+                lazydir_tar: a.lazydir_tar,
             })
         }
         Cmd::Report(a) => {
@@ -338,6 +353,9 @@ fn run(cli: Cli) -> Result<()> {
             let rows = report::compute(&base, &patched, control.as_ref());
             print!("{}", report::table(&rows, a.markdown));
             if let Some(t) = http_report::table(&patched, a.markdown) {
+                print!("{t}");
+            }
+            if let Some(t) = lazydir_report::table(&patched, a.markdown) {
                 print!("{t}");
             }
             if let Some(p) = a.csv {
