@@ -106,7 +106,10 @@ guest_args=(--toolchain "$toolchain" --nosync --host-source --fill-size 1M --ima
 # minute or two, where copying its 50,000 files one by one over 9p takes
 # many.  Made once per toolchain.
 mkdir -p "$FPC_CACHE/bench"
-tc_tar="$FPC_CACHE/bench/toolchain-$("$toolchain/bin/rustc" --version | sha256sum | cut -c1-12).tar"
+# Keyed on the toolchain's listing (names, sizes, mtimes): a component
+# added or updated makes a new one.
+tc_key=$(cd "$toolchain" && find . -printf '%P %s %T@\n' | LC_ALL=C sort | sha256sum | cut -c1-12)
+tc_tar="$FPC_CACHE/bench/toolchain-$tc_key.tar"
 if [ ! -s "$tc_tar" ]; then
 	info "tar of $toolchain for the lazydir part: $tc_tar"
 	tar -C "$toolchain" -cf "$tc_tar.tmp" . || die "tar of $toolchain failed"

@@ -143,6 +143,8 @@ impl Copy {
     /// mode, and hsm-populate's time.
     fn clone_of(tree: &Path, dst: &Path, lazy: bool) -> Result<(Copy, f64)> {
         sys::remove_tree(dst)?;
+        // Cold, whatever ran before (a native find warms the tree).
+        sys::drop_caches()?;
         let mut cmd = Command::new(sys::tool("hsm-populate")?);
         if lazy {
             cmd.arg("--lazy");

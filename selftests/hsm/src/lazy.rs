@@ -542,6 +542,44 @@ pub struct Creator<'a> {
     pub hold: Duration,
 }
 
+/// The (device, inode) of the files this process is making (O_TMPFILE,
+/// not linked yet): see [`being_made`].
+static MAKING: Mutex<Vec<(u64, u64)>> = Mutex::new(Vec::new());
+
+/// A file in [`MAKING`] for as long as this lives.
+struct Making((u64, u64));
+
+impl Making {
+    fn new(fd: BorrowedFd<'_>) -> Result<Making> {
+        let st = nix::sys::stat::fstat(fd.as_raw_fd()).context("fstat the new file")?;
+        let key = (st.st_dev, st.st_ino);
+        MAKING.lock().unwrap_or_else(|e| e.into_inner()).push(key);
+        Ok(Making(key))
+    }
+}
+
+impl Drop for Making {
+    fn drop(&mut self) {
+        let mut m = MAKING.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = m.iter().position(|k| *k == self.0) {
+            m.swap_remove(i);
+        }
+    }
+}
+
+/// Is the file of `fd` one this process is making in a population (an
+/// O_TMPFILE stub being sized before its link)?  Its events are the
+/// daemon's own sizing: nothing to fill.
+pub fn being_made(fd: BorrowedFd<'_>) -> bool {
+    let Ok(st) = nix::sys::stat::fstat(fd.as_raw_fd()) else {
+        return false;
+    };
+    MAKING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(&(st.st_dev, st.st_ino))
+}
+
 /// Sequence of temporary names in this process.
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
@@ -660,6 +698,7 @@ impl Creator<'_> {
         .context("O_TMPFILE (the filesystem must support it)")?;
         // SAFETY: openat(2) returned a new descriptor that nothing else owns.
         let f = unsafe { OwnedFd::from_raw_fd(fd) };
+        let _making = Making::new(f.as_fd())?;
         xattr::fset(f.as_fd(), STUB_XATTR, size.to_string().as_bytes())
             .with_context(|| format!("tag with {STUB_XATTR}"))?;
         if size > 0 {
@@ -849,11 +888,15 @@ pub fn populate(
                 n.created += 1;
                 created();
             }
-            // Larger than this filesystem's files may be: skipped like an
-            // invalid entry (nothing of it was named).
+            // Larger than this filesystem's files may be, or a symlink
+            // target longer than it takes (xfs: 1023 bytes): skipped like
+            // an invalid entry (nothing of it was named).
             Err(err)
                 if err.chain().any(|c| {
-                    c.downcast_ref::<nix::errno::Errno>() == Some(&nix::errno::Errno::EFBIG)
+                    matches!(
+                        c.downcast_ref::<Errno>(),
+                        Some(Errno::EFBIG | Errno::ENAMETOOLONG)
+                    )
                 }) =>
             {
                 eprintln!("hsm-serve: skipping {:?}: {err:#}", e.name);

@@ -458,8 +458,11 @@ fn run(cli: Cli) -> Result<()> {
     // Its record, read now: a worker reading it later walks DST's path.
     // An error other than "no such attribute" is an error: taken as "not
     // lazy", the clone would look empty.
-    let dst_xattr = |name: &str| {
-        xattr::lget(&dst, name).with_context(|| format!("read {name} of {}", dst.display()))
+    // (No user xattrs at all, EOPNOTSUPP: not lazy; the mark says why
+    // such a DST cannot be served.)
+    let dst_xattr = |name: &str| match xattr::lget(&dst, name) {
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(None),
+        r => r.with_context(|| format!("read {name} of {}", dst.display())),
     };
     let record = dst_xattr(LAZY_XATTR)?;
     let lazy_tree = record.is_some()
@@ -639,11 +642,6 @@ fn mark_error(e: fanotify::Error, mode: Mode, dst: &Path) -> anyhow::Error {
     }
 }
 
-/// Is the file of `fd` unnamed (no link: an O_TMPFILE being made)?
-fn unnamed(fd: BorrowedFd<'_>) -> bool {
-    nix::sys::stat::fstat(fd.as_raw_fd()).is_ok_and(|st| st.st_nlink == 0)
-}
-
 impl Daemon {
     /// The events of the filesystem mark.
     fn mark_mask(&self) -> u64 {
@@ -684,9 +682,10 @@ impl Daemon {
     /// finish what is queued, and their own events (a stub's truncate, a
     /// read of SRC on DST's filesystem), which only this thread answers,
     /// are still answered; an event that would need a worker is denied
-    /// with EIO, as the kernel denies the pending ones once the group is
-    /// closed.  Without this a worker populating a directory waited for
-    /// good on its own event and the daemon never exited.
+    /// with EIO (the daemon is going: nothing would fill it).  Without
+    /// this a worker populating a directory waited for good on its own
+    /// event and the daemon never exited.  A second stop signal is not
+    /// read meanwhile: the drain lasts as long as the queued work.
     fn drain(&self, workers: &[std::thread::JoinHandle<()>]) -> Result<()> {
         while !workers.iter().all(|w| w.is_finished()) {
             let mut fds = [PollFd::new(self.group.as_fd(), PollFlags::POLLIN)];
@@ -772,12 +771,15 @@ impl Daemon {
             // The daemon sizing a stub it makes in a lazy directory, for
             // which the worker making it waits: nothing to fill, allowed
             // here (queued, it could wait behind the workers that wait for
-            // it).  The file has no name yet (O_TMPFILE), which tells it
-            // from the daemon's own reads of a stub (the prefetch's), which
-            // need a fill; the truncate's range is not empty where the
-            // kernel aligns it to a page (patch 4).
+            // it).  A file a population is making (lazy::being_made: an
+            // O_TMPFILE not linked yet) tells it from the daemon's own
+            // reads of a stub (the prefetch's), which need a fill; the
+            // truncate's range is not empty where the kernel aligns it to
+            // a page (patch 4).
             Ok(Some(_))
-                if own && (ev.range().is_none_or(|r| r.count == 0) || unnamed(fd.as_fd())) =>
+                if own
+                    && (ev.range().is_none_or(|r| r.count == 0)
+                        || lazy::being_made(fd.as_fd())) =>
             {
                 Counters::add(&self.counters.own, 1);
                 if let Err(e) = self.group.respond(fd.as_fd(), Response::Allow) {
