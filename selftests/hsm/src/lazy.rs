@@ -698,12 +698,14 @@ impl Creator<'_> {
         .context("O_TMPFILE (the filesystem must support it)")?;
         // SAFETY: openat(2) returned a new descriptor that nothing else owns.
         let f = unsafe { OwnedFd::from_raw_fd(fd) };
-        let _making = Making::new(f.as_fd())?;
+        let making = Making::new(f.as_fd())?;
         xattr::fset(f.as_fd(), STUB_XATTR, size.to_string().as_bytes())
             .with_context(|| format!("tag with {STUB_XATTR}"))?;
         if size > 0 {
             nix::unistd::ftruncate(&f, size as i64).context("size the stub")?;
         }
+        // Sized: from its link on, its events are anyone's.
+        drop(making);
         Self::set_fd_attrs(f.as_fd(), &e.attrs)?;
         self.hold();
         let proc_fd = OsString::from(format!("/proc/self/fd/{fd}"));
