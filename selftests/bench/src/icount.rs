@@ -78,6 +78,12 @@
 //!   name, removed after the window: the parent lookup's hook).  With no
 //!   FAN_PRE_DIR_ACCESS mark in any variant: the unwatched cost, and
 //!   (hsm-filled) that of a file-only HSM's filesystem mark.
+//! * variant `hsm-lazy` (after the others: its mark turns on the directory
+//!   hooks' static key for good): the directory scenarios only, under a
+//!   FAN_PRE_DIR_ACCESS filesystem mark with an ignore mark on `dirops` and
+//!   `dirops/sub`: what a populated directory of a lazy tree costs, against
+//!   the patched `hsm-filled` (whose marks stay: its listener keeps its
+//!   group); its listener counts events (0 expected).
 //! * `fault-event` (variant hsm-filled only): `fault-cold` on a file of the
 //!   marked filesystem without an ignore mark: one FAN_PRE_FAULT event per
 //!   window, answered FAN_ALLOW at once by a listener thread: the event
@@ -103,7 +109,7 @@ use crate::sys::{self, PAGE};
 use anyhow::{anyhow, bail, Context, Result};
 use fanotify::consts::{
     FAN_CLASS_PRE_CONTENT, FAN_CLOEXEC, FAN_MARK_ADD, FAN_MARK_FILESYSTEM, FAN_MARK_IGNORE_SURV,
-    FAN_PRE_ACCESS, FAN_PRE_FAULT,
+    FAN_PRE_ACCESS, FAN_PRE_DIR_ACCESS, FAN_PRE_FAULT,
 };
 use fanotify::{Fanotify, Response};
 use nix::errno::Errno;
@@ -125,6 +131,9 @@ pub enum Variant {
     KeyOn,
     /// The measured files filled and ignored under a FAN_PRE_FAULT filesystem mark.
     HsmFilled,
+    /// The directory scenarios' directories populated and ignored under a
+    /// FAN_PRE_DIR_ACCESS filesystem mark.
+    HsmLazy,
 }
 
 impl Variant {
@@ -133,9 +142,13 @@ impl Variant {
             Variant::None => "none",
             Variant::KeyOn => "key-on",
             Variant::HsmFilled => "hsm-filled",
+            Variant::HsmLazy => "hsm-lazy",
         }
     }
 }
+
+/// The directory scenarios, the only ones of the hsm-lazy variant.
+const DIR_SCENARIOS: &[&str] = &["stat-miss", "open", "opendir", "getdents", "mkdir"];
 
 /// The scenarios, in the order they run.
 pub const SCENARIOS: &[&str] = &[
@@ -859,7 +872,22 @@ impl Prog<'_> {
     }
 
     fn wants(&self, name: &str) -> bool {
-        self.plan.scenarios.iter().any(|s| s == name)
+        (self.variant != Variant::HsmLazy || DIR_SCENARIOS.contains(&name))
+            && self.plan.scenarios.iter().any(|s| s == name)
+    }
+
+    /// The directory of the directory scenarios: 32 files and `sub`.
+    fn dirops(&self) -> Result<PathBuf> {
+        let dir = self.layout.root.join("dirops");
+        if !dir.exists() {
+            std::fs::create_dir_all(dir.join("sub"))
+                .with_context(|| format!("mkdir {}", dir.display()))?;
+            for i in 0..32 {
+                std::fs::write(dir.join(format!("f{i}")), b"x")
+                    .with_context(|| format!("create a file in {}", dir.display()))?;
+            }
+        }
+        Ok(dir)
     }
 
     fn skip(&self, name: &str, why: &str) {
@@ -1069,15 +1097,7 @@ impl Prog<'_> {
             ("mkdir", DirKind::Mkdir),
         ];
         if dir_ops.iter().any(|(n, _)| self.wants(n)) {
-            let dir = self.layout.root.join("dirops");
-            if !dir.exists() {
-                std::fs::create_dir_all(dir.join("sub"))
-                    .with_context(|| format!("mkdir {}", dir.display()))?;
-                for i in 0..32 {
-                    std::fs::write(dir.join(format!("f{i}")), b"x")
-                        .with_context(|| format!("create a file in {}", dir.display()))?;
-                }
-            }
+            let dir = self.dirops()?;
             let d = File::open(&dir).with_context(|| format!("open {}", dir.display()))?;
             for (name, kind) in dir_ops {
                 if self.wants(name) {
@@ -1174,6 +1194,36 @@ fn hsm_filled(p: &Prog) -> Result<Option<Listener>> {
         "icount-variant variant=hsm-filled applicable=yes mark=\"FAN_PRE_ACCESS|FAN_PRE_FAULT filesystem mark, ignore mark on the measured files\" filesystems={marked} files={}",
         fss.len()
     ));
+    Ok(Some(Listener::spawn(g)?))
+}
+
+/// The hsm-lazy variant's marks: a FAN_PRE_DIR_ACCESS filesystem mark on
+/// the measured filesystem and an ignore mark of it on the directory
+/// scenarios' directory and its subdirectory (populated directories of a
+/// lazy tree).  None (after printing why) where FAN_PRE_DIR_ACCESS is
+/// refused.
+fn hsm_lazy(p: &Prog) -> Result<Option<Listener>> {
+    let g = Listener::group()?;
+    let root = &p.layout.root;
+    match g.mark(FAN_MARK_ADD | FAN_MARK_FILESYSTEM, FAN_PRE_DIR_ACCESS, root) {
+        Ok(()) => {}
+        Err(e) if e.errno() == Some(Errno::EINVAL) => {
+            sys::out(
+                "icount-variant variant=hsm-lazy applicable=no reason=\"FAN_PRE_DIR_ACCESS refused (EINVAL): no lazy directories in this kernel\"",
+            );
+            return Ok(None);
+        }
+        Err(e) => return Err(anyhow!("{e}")).with_context(|| format!("mark {}", root.display())),
+    }
+    let dir = p.dirops()?;
+    for d in [dir.clone(), dir.join("sub")] {
+        g.mark(FAN_MARK_ADD | FAN_MARK_IGNORE_SURV, FAN_PRE_DIR_ACCESS, &d)
+            .map_err(|e| anyhow!("{e}"))
+            .with_context(|| format!("ignore mark on {}", d.display()))?;
+    }
+    sys::out(
+        "icount-variant variant=hsm-lazy applicable=yes mark=\"FAN_PRE_DIR_ACCESS filesystem mark, ignore mark on the measured directories\"",
+    );
     Ok(Some(Listener::spawn(g)?))
 }
 
@@ -1395,6 +1445,10 @@ pub fn run(plan: &Plan) -> Result<()> {
             Variant::HsmFilled => match hsm_filled(&p).context("hsm-filled")? {
                 Some(l) => p.listener = Some(l),
                 // Not applicable: said so in the icount-variant line.
+                None => continue,
+            },
+            Variant::HsmLazy => match hsm_lazy(&p).context("hsm-lazy")? {
+                Some(l) => p.listener = Some(l),
                 None => continue,
             },
         }

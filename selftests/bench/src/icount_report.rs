@@ -380,14 +380,22 @@ fn by_key(r: &Run) -> Result<ByKey> {
 
 /// The reference of a row in one boot's statistics: the base kernel's
 /// same scenario and variant, or for hsm-filled the patched kernel's
-/// key-on (its cost against the same file without marks).
+/// key-on (its cost against the same file without marks), for hsm-lazy
+/// the patched hsm-filled (else key-on).
 fn reference_of<'a>(
     b: &'a ByKey,
     p: &'a ByKey,
     name: &str,
     variant: &str,
 ) -> Option<(&'static str, &'a Stats)> {
-    if variant == "hsm-filled" {
+    if variant == "hsm-lazy" {
+        // hsm-filled's marks stay (its listener keeps its group): the
+        // difference is the FAN_PRE_DIR_ACCESS mark and the key.
+        if let Some(r) = p.get(&(name.to_string(), "hsm-filled".to_string())) {
+            return Some(("patched hsm-filled", r));
+        }
+    }
+    if variant == "hsm-filled" || variant == "hsm-lazy" {
         p.get(&(name.to_string(), "key-on".to_string()))
             .map(|r| ("patched key-on", r))
     } else {
@@ -416,7 +424,7 @@ pub fn compute(
         let key = (s.name.clone(), s.variant.clone());
         let Some(&test) = p.get(&key) else { continue };
         let reference = reference_of(&b, &p, &s.name, &s.variant).map(|(n, r)| (n.to_string(), *r));
-        if reference.is_none() && s.variant != "hsm-filled" {
+        if reference.is_none() && s.variant != "hsm-filled" && s.variant != "hsm-lazy" {
             notes.push(format!(
                 "{} ({}): not measured on the base kernel",
                 s.name, s.variant

@@ -64,13 +64,14 @@ enum Cmd {
 #[derive(clap::Args)]
 struct IcountArgs {
     /// Variants, comma-separated; they run in the order none, key-on,
-    /// hsm-filled whatever the order given (a FAN_PRE_FAULT mark turns on a
-    /// static key for the rest of the boot).
+    /// hsm-filled, hsm-lazy whatever the order given (a FAN_PRE_FAULT or
+    /// FAN_PRE_DIR_ACCESS mark turns on a static key for the rest of the
+    /// boot).
     #[arg(
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "none,key-on,hsm-filled"
+        default_value = "none,key-on,hsm-filled,hsm-lazy"
     )]
     variant: Vec<icount::Variant>,
     /// Scenarios, comma-separated (default: all).
