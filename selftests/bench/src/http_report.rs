@@ -9,7 +9,7 @@
 //! and `HP4 ...` of the main table.
 
 use crate::http::LINKS;
-use crate::report::{num, spread, write_cells, Samples};
+use crate::report::{median, num, write_cells, Samples};
 use std::fmt::Write as _;
 
 /// The modes, in the table's order, with their descriptions.
@@ -23,11 +23,6 @@ pub const MODES: &[(&str, &str)] = &[
     ("mmap", "mmap mode"),
     ("full", "full copy (download all, then run)"),
 ];
-
-fn median(s: &Samples, metric: &str) -> Option<f64> {
-    let v: Vec<f64> = s.get(metric)?.values().copied().collect();
-    spread(&v).map(|s| s.median)
-}
 
 /// One row of the table.
 #[derive(Clone, Debug)]

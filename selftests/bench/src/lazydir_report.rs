@@ -5,13 +5,8 @@
 //! populated, entries made, bytes fetched).
 
 use crate::lazydir::{COPIES, COUNTERS, MEASURES};
-use crate::report::{num, spread, write_cells, Samples};
+use crate::report::{median, num, write_cells, Samples};
 use std::fmt::Write as _;
-
-fn median(s: &Samples, metric: &str) -> Option<f64> {
-    let v: Vec<f64> = s.get(metric)?.values().copied().collect();
-    spread(&v).map(|s| s.median)
-}
 
 fn runs(s: &Samples, metric: &str) -> usize {
     s.get(metric).map_or(0, |r| r.len())

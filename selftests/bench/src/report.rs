@@ -93,6 +93,12 @@ pub fn spread(v: &[f64]) -> Option<Spread> {
     })
 }
 
+/// The median of a metric's runs in one boot's samples (None: no run).
+pub fn median(s: &Samples, metric: &str) -> Option<f64> {
+    let v: Vec<f64> = s.get(metric)?.values().copied().collect();
+    spread(&v).map(|s| s.median)
+}
+
 /// Where the numerator and the denominator of a ratio come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
