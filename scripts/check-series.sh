@@ -55,6 +55,21 @@ if [ $build = 1 ]; then
 		[ "$(git -C "$wt" rev-parse HEAD)" = "$(git -C "$wt" rev-parse "$1")" ] ||
 			die "$wt was moved during the build of \"$2\" (another script ran fpc_series_worktree): run check-series.sh alone"
 	}
+	# judged STATUS LOG LINES OK-TEXT FAIL-TEXT: a build that exited with
+	# STATUS and logged LOG passed if it succeeded with no warning or error
+	# in the log (those are shown); prints its line (and, if it failed, the
+	# last LINES of the log) and counts it.
+	judged() {
+		if [ "$1" = 0 ] && ! grep -E '(warning|error)[:\[]' "$2" >&2; then
+			echo "$4"
+			pass=$((pass + 1))
+			return 0
+		fi
+		echo "$5"
+		tail -"$3" "$2" | sed 's/^/    /'
+		fail=$((fail + 1))
+		return 1
+	}
 	key_of() { echo "$(git -C "$wt" rev-parse "$1^{tree}") $( { cat "$cfg"; echo "$FPC_LLVM"; rustc --version; } | sha256sum | cut -c1-16)"; }
 	for c in "${commits[@]}"; do
 		subj=$(git -C "$wt" log -1 --format=%s "$c")
@@ -65,19 +80,13 @@ if [ $build = 1 ]; then
 			continue
 		fi
 		git -C "$wt" checkout -q --detach "$c"
-		start=$(date +%s)
-		if KCONFIG_ALLCONFIG="$cfg" "${mk[@]}" allnoconfig >"$out/step.log" 2>&1 &&
-			"${mk[@]}" bzImage modules >>"$out/step.log" 2>&1 &&
-			! grep -E '(warning|error)[:\[]' "$out/step.log" >&2; then
-			still_at "$c" "$subj"
-			echo "build: ok ($(( $(date +%s) - start )) s)  $subj"
+		start=$(date +%s) st=0
+		{ KCONFIG_ALLCONFIG="$cfg" "${mk[@]}" allnoconfig >"$out/step.log" 2>&1 &&
+			"${mk[@]}" bzImage modules >>"$out/step.log" 2>&1; } || st=$?
+		still_at "$c" "$subj"
+		if judged $st "$out/step.log" 20 "build: ok ($(( $(date +%s) - start )) s)  $subj" \
+			"build: FAILED  $subj"; then
 			echo "$key" >>"$okfile"
-			pass=$((pass + 1))
-		else
-			still_at "$c" "$subj"
-			echo "build: FAILED  $subj"
-			tail -20 "$out/step.log" | sed 's/^/    /'
-			fail=$((fail + 1))
 		fi
 	done
 	# The checks below need the tree of the last step checked out and built.
@@ -89,15 +98,10 @@ if [ $build = 1 ]; then
 	fi
 	# The Rust of the whole series: rustfmt, clippy and rustdoc report nothing.
 	for t in rustfmtcheck "CLIPPY=1 bzImage" rustdoc; do
+		st=0
 		# shellcheck disable=SC2086 # $t is a make goal plus variables
-		if "${mk[@]}" $t >"$out/rust.log" 2>&1 && ! grep -E '(warning|error)[:\[]' "$out/rust.log" >&2; then
-			echo "rust: ok  make $t"
-			pass=$((pass + 1))
-		else
-			echo "rust: FAILED  make $t"
-			tail -30 "$out/rust.log" | sed 's/^/    /'
-			fail=$((fail + 1))
-		fi
+		"${mk[@]}" $t >"$out/rust.log" 2>&1 || st=$?
+		judged $st "$out/rust.log" 30 "rust: ok  make $t" "rust: FAILED  make $t" || true
 	done
 	# The stubs: the hooks without permission events, and without fsnotify.
 	stub_out="$FPC_CACHE/build/steps-stub"
@@ -114,15 +118,11 @@ if [ $build = 1 ]; then
 			die "allnoconfig with $stub_cfg failed (log: $stub_out/build.log)"
 		! grep -q "^CONFIG_$stub=" "$stub_out/.config" ||
 			die "CONFIG_$stub is still set in $stub_out/.config (something selects it)"
-		if "${smk[@]}" bzImage >>"$stub_out/build.log" 2>&1 &&
-			! grep -E '(warning|error)[:\[]' "$stub_out/build.log" >&2; then
-			echo "build: ok ($(( $(date +%s) - start )) s)  the last step with CONFIG_$stub=n"
-			pass=$((pass + 1))
-		else
-			echo "build: FAILED  the last step with CONFIG_$stub=n"
-			tail -20 "$stub_out/build.log" | sed 's/^/    /'
-			fail=$((fail + 1))
-		fi
+		st=0
+		"${smk[@]}" bzImage >>"$stub_out/build.log" 2>&1 || st=$?
+		judged $st "$stub_out/build.log" 20 \
+			"build: ok ($(( $(date +%s) - start )) s)  the last step with CONFIG_$stub=n" \
+			"build: FAILED  the last step with CONFIG_$stub=n" || true
 	done
 	# The misuses of the Rust fault API that must not compile are checked by
 	# scripts/rust-misuse.sh (in CI), against a kernel built with modules.
